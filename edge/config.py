@@ -1,0 +1,142 @@
+"""The agent's configuration: one YAML file, validated strictly, with secrets kept out of it.
+
+The MQTT password comes from the environment (`TRAPLINE_MQTT_PASSWORD`) or a systemd credential
+(`$CREDENTIALS_DIRECTORY/mqtt-password`), never from the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.sources import SourceConfig
+from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+
+PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
+PASSWORD_CREDENTIAL = "mqtt-password"  # noqa: S105 - a file name
+PACKAGED_MODEL = Path(__file__).parent / "models" / "yolov8n-coco-int8.onnx"
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid; the message names the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    path: Path = Field(PACKAGED_MODEL, description="model file (.onnx or .tflite)")
+    backend: Literal["auto", "onnxruntime", "litert", "tflite-runtime"] = Field(
+        "auto", description="runtime; auto picks the preferred installed one for the file"
+    )
+    threads: int = Field(2, ge=1, le=16, description="inference threads")
+    conf_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="override the model's confidence threshold"
+    )
+    iou_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="override the model's NMS IoU threshold"
+    )
+    fallback_to_packaged: bool = Field(
+        True, description="if the model cannot be loaded, run the packaged model instead"
+    )
+
+
+class TlsConfig(_Section):
+    ca_file: Path | None = Field(None, description="CA certificate bundle of the broker")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client private key (mutual TLS)")
+    insecure: bool = Field(False, description="skip host name verification (testing only)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttConfig(_Section):
+    host: str = Field("localhost", description="broker host name")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 for TLS)")
+    prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[^#+]+$", description="topic prefix")
+    username: str | None = Field(None, description="user name; password from the environment")
+    client_id: str | None = Field(None, description="MQTT client id (default trapline-<device>)")
+    protocol: Literal[5, 311] = Field(5, description="MQTT protocol version")
+    keepalive_s: int = Field(60, ge=5, description="keepalive interval")
+    tls: TlsConfig | None = Field(None, description="TLS settings; omit for plain TCP")
+    backoff_min_s: int = Field(1, ge=1, description="first reconnect delay")
+    backoff_max_s: int = Field(120, ge=1, description="longest reconnect delay")
+    auth_retry_s: float = Field(900, gt=0, description="wait after the broker refuses credentials")
+    max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged messages at once")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttConfig:
+        if self.backoff_min_s > self.backoff_max_s:
+            raise ValueError("backoff_min_s must not exceed backoff_max_s")
+        return self
+
+    def password(self) -> str | None:
+        if value := os.environ.get(PASSWORD_ENV):
+            return value
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / PASSWORD_CREDENTIAL).is_file():
+            return (Path(credentials) / PASSWORD_CREDENTIAL).read_text().strip()
+        return None
+
+
+class SpoolConfig(_Section):
+    path: Path = Field(Path("/var/lib/trapline/spool.sqlite"), description="spool database file")
+    max_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest total size of unsent messages")
+    policy: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest",
+        description="when full: drop the oldest (empty frames first) or refuse new messages",
+    )
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="SQLite fsync level: full survives power loss, normal only crashes"
+    )
+
+
+class BurstConfig(_Section):
+    gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
+
+
+class AgentConfig(_Section):
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN.pattern, description="this trap's id")
+    source: SourceConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    bursts: BurstConfig = Field(default_factory=BurstConfig)
+    quarantine_dir: Path = Field(
+        Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
+    )
+    heartbeat_interval_s: float = Field(60.0, gt=0, description="seconds between heartbeats")
+    max_image_pixels: int = Field(60_000_000, gt=0, description="larger pictures are refused before decoding")
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate a YAML config; ConfigError names each bad field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of settings")
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config {path}:\n{_describe(exc)}") from exc

@@ -1,0 +1,115 @@
+"""A loaded YOLOv8 model ready to run on frames: backend + model info + pre/post-processing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.backends import InferenceBackend, ModelLoadError, load_backend
+from edge.model_info import ModelInfo
+from edge.yolo import RawDetections, decode, letterbox, to_input_tensor
+from trapline.contracts import Detection
+from trapline.formats import format_for_path
+from trapline.manifest import Thresholds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    raw: RawDetections
+    detections: list[Detection]
+    inference_ms: float
+
+
+class Detector:
+    """Runs one model. Thresholds default to the model's own (manifest), overridable per trap."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        backend: str = "auto",
+        threads: int = 2,
+        conf_threshold: float | None = None,
+        iou_threshold: float | None = None,
+    ) -> None:
+        self.backend: InferenceBackend = load_backend(model_path, backend, threads)
+        try:
+            self.info = ModelInfo.gather(
+                model_path, self.backend.info.metadata, self.backend.info.input.shape
+            )
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        base = self.info.thresholds
+        self.thresholds = Thresholds(
+            conf=base.conf if conf_threshold is None else conf_threshold,
+            iou=base.iou if iou_threshold is None else iou_threshold,
+            max_det=base.max_det,
+        )
+        self._normalized_boxes = format_for_path(model_path).normalized_boxes
+        self._check_output_shape()
+        self._warm_up()
+        log.info(
+            "loaded %s v%s (%s, %dx%d, %d classes) with %s",
+            self.info.name,
+            self.info.version,
+            model_path.name,
+            self.info.input_width,
+            self.info.input_height,
+            len(self.info.class_names),
+            self.backend.key,
+        )
+
+    def _check_output_shape(self) -> None:
+        shape = self.backend.info.output.shape
+        expected = 4 + len(self.info.class_names)
+        if len(shape) != 3 or expected not in shape[1:]:
+            raise ModelLoadError(
+                f"{self.backend.path}: output shape {shape} is not a YOLOv8 detection head for"
+                f" {len(self.info.class_names)} classes (expected (1, {expected}, anchors))"
+            )
+
+    def _warm_up(self) -> None:
+        # the first run allocates and picks kernels: pay for it now, not on the first real frame
+        grey = np.full((self.info.input_height, self.info.input_width, 3), 114, np.uint8)
+        self.detect(grey)
+
+    def detect(self, image_bgr: np.ndarray) -> FrameResult:
+        canvas, box = letterbox(image_bgr, self.info.input_height, self.info.input_width)
+        tensor = to_input_tensor(canvas, self.backend.info.input)
+        started = time.perf_counter()
+        output = self.backend.run(tensor)
+        inference_ms = (time.perf_counter() - started) * 1000.0
+        raw = decode(
+            output,
+            self.backend.info.output,
+            self.info.input_height,
+            self.info.input_width,
+            self._normalized_boxes,
+            self.thresholds.conf,
+            self.thresholds.iou,
+            self.thresholds.max_det,
+            box,
+        )
+        return FrameResult(raw, self._to_contract(raw, box.source_width, box.source_height), inference_ms)
+
+    def _to_contract(self, raw: RawDetections, width: int, height: int) -> list[Detection]:
+        detections = []
+        for (x1, y1, x2, y2), conf, class_id in zip(raw.boxes, raw.confs, raw.class_ids, strict=True):
+            category = self.info.categories[int(class_id)]
+            if category is None:
+                continue
+            bbox = (
+                round(float(x1) / width, 4),
+                round(float(y1) / height, 4),
+                round(float(x2 - x1) / width, 4),
+                round(float(y2 - y1) / height, 4),
+            )
+            # rounding may push x + w a hair past 1.0
+            bbox = (bbox[0], bbox[1], min(bbox[2], 1.0 - bbox[0]), min(bbox[3], 1.0 - bbox[1]))
+            detections.append(Detection(category=category, conf=round(float(conf), 4), bbox=bbox))
+        return detections

@@ -1,0 +1,69 @@
+"""The model bundle's manifest (DESIGN.md, "Model bundle"): what a model is and how to run it.
+
+The trap reads class names, input size, quantization and thresholds from here, so nothing is
+guessed at load time. Signing and verification of bundles build on this model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    height: int = Field(gt=0, description="model input height in pixels")
+    width: int = Field(gt=0, description="model input width in pixels")
+    dtype: Literal["float32", "float16", "int8", "uint8"] = Field("float32", description="input tensor dtype")
+    scale: float = Field(0.0, description="input quantization scale (0 when not quantized)")
+    zero_point: int = Field(0, description="input quantization zero point")
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="minimum confidence of a detection")
+    iou: float = Field(0.7, ge=0.0, le=1.0, description="NMS IoU threshold")
+    max_det: int = Field(300, gt=0, description="most detections kept per frame")
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal["trapline.bundle/1"] = Field("trapline.bundle/1", alias="schema")
+    name: str = Field(min_length=1, description="model name, e.g. trapline-nano")
+    version: str = Field(min_length=1, description="release version")
+    format: Literal["onnx", "tflite"]
+    model_file: str = Field(description="the model file's name inside the bundle")
+    input: InputSpec
+    class_names: list[str] = Field(min_length=1, description="the model's classes, in index order")
+    categories: list[str | None] | None = Field(
+        None,
+        description="per class, the published category (animal/person/vehicle) or null to drop it;"
+        " omitted: each class is its own category",
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _categories_match_classes(self) -> ModelManifest:
+        if self.categories is not None and len(self.categories) != len(self.class_names):
+            raise ValueError(
+                f"categories has {len(self.categories)} entries for {len(self.class_names)} classes"
+            )
+        return self
+
+    @classmethod
+    def read(cls, path: Path) -> ModelManifest:
+        return cls.model_validate_json(path.read_bytes())
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, indent=1).encode()
