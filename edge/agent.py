@@ -82,6 +82,7 @@ class Agent:
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
         self.stop_event = threading.Event()
         self.frame_ms: list[float] = []  # decode -> spooled, per frame (benchmarks read it)
+        self.last_inference_ms = 0.0
 
     def _topic(self, kind: TopicKind) -> str:
         return topic(self.config.mqtt.prefix, self.config.device_id, kind)
@@ -106,6 +107,7 @@ class Agent:
             self._quarantine(frame, exc.reason)
             return
         result = self.detector.detect(image)
+        self.last_inference_ms = result.inference_ms
         saved_bursts = copy.deepcopy(self.bursts.state)
         sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
         frame_number = self._frame_counter + 1

@@ -18,7 +18,9 @@ from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
 PASSWORD_CREDENTIAL = "mqtt-password"  # noqa: S105 - a file name
-PACKAGED_MODEL = Path(__file__).parent / "models" / "yolov8n-coco-int8.onnx"
+PACKAGED_MODELS = Path(__file__).parent / "models"
+# LiteRT runs this INT8 model ~4x faster than ONNX Runtime runs the dynamic-INT8 ONNX one
+PACKAGED_MODEL = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
 
 
 class ConfigError(ValueError):

@@ -87,6 +87,7 @@ class Detector:
         raw = decode(
             output,
             self.backend.info.output,
+            len(self.info.class_names),
             self.info.input_height,
             self.info.input_width,
             self._normalized_boxes,

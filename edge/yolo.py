@@ -45,7 +45,10 @@ def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, L
 
 def to_input_tensor(canvas_bgr: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """The letterboxed BGR uint8 image as the tensor the model wants (layout, dtype, quantization)."""
-    rgb = canvas_bgr[..., ::-1]
+    if not spec.quantized and spec.dtype == np.float32 and not spec.channels_last:
+        # the common FP32 NCHW case in one C++ pass (swap, scale, transpose)
+        return cv2.dnn.blobFromImage(canvas_bgr, 1 / 255.0, swapRB=True)
+    rgb = cv2.cvtColor(canvas_bgr, cv2.COLOR_BGR2RGB)
     if spec.quantized:
         if spec.dtype == np.int8 and abs(spec.scale - 1 / 255) < 1e-7 and spec.zero_point == -128:
             tensor = (rgb.astype(np.int16) - 128).astype(np.int8)  # exact, and 5x cheaper
@@ -54,7 +57,8 @@ def to_input_tensor(canvas_bgr: np.ndarray, spec: TensorSpec) -> np.ndarray:
             q = np.round(rgb.astype(np.float32) / 255.0 / spec.scale + spec.zero_point)
             tensor = np.clip(q, info.min, info.max).astype(spec.dtype)
     else:
-        tensor = rgb.astype(spec.dtype) / np.asarray(255.0, dtype=spec.dtype)
+        tensor = rgb.astype(spec.dtype)
+        tensor *= np.asarray(1 / 255.0, dtype=spec.dtype)
     if not spec.channels_last:
         tensor = tensor.transpose(2, 0, 1)
     return np.ascontiguousarray(tensor[None])
@@ -93,6 +97,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndar
 def decode(
     output: np.ndarray,
     spec: TensorSpec,
+    num_classes: int,
     input_height: int,
     input_width: int,
     normalized_boxes: bool,
@@ -105,11 +110,10 @@ def decode(
     pred = output[0]
     if spec.quantized:
         pred = (pred.astype(np.float32) - spec.zero_point) * spec.scale
-    if pred.shape[0] > pred.shape[1]:  # (anchors, 4 + classes) layout
+    if pred.shape[0] != 4 + num_classes:  # (anchors, 4 + classes) layout
         pred = pred.T
     scores = pred[4:]
-    class_ids = scores.argmax(axis=0)
-    confs = scores[class_ids, np.arange(scores.shape[1])]
+    confs = scores.max(axis=0)
     candidates = np.flatnonzero(confs > conf_threshold)
     if candidates.size > _MAX_NMS_CANDIDATES:
         candidates = candidates[np.argsort(-confs[candidates])[:_MAX_NMS_CANDIDATES]]
@@ -119,7 +123,8 @@ def decode(
     xyxy = np.empty_like(xywh)
     xyxy[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
     xyxy[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
-    confs, class_ids = confs[candidates].astype(np.float32), class_ids[candidates]
+    class_ids = scores[:, candidates].argmax(axis=0)
+    confs = confs[candidates].astype(np.float32)
     keep = _nms(xyxy + class_ids[:, None] * _CLASS_OFFSET, confs, iou_threshold)[:max_det]
     xyxy, confs, class_ids = xyxy[keep], confs[keep], class_ids[keep]
     # undo the letterbox, then clip to the source image

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge.agent import AgentCounters, load_detector
+from edge.backends import ModelLoadError, load_backend
+from edge.config import PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
+from edge.detector import Detector
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("model.onnx", b"definitely not protobuf", "not a loadable ONNX model"),
+        ("model.tflite", b"\x00" * 64, "not a loadable TFLite model"),
+        ("model.pt", b"weights", "unknown model format"),
+    ],
+)
+def test_wrong_model_files_are_refused_clearly(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        Detector(path)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_backend(tmp_path / "gone.onnx")
+
+
+def test_backend_must_suit_the_format() -> None:
+    with pytest.raises(ModelLoadError, match="cannot run tflite"):
+        load_backend(PACKAGED_MODEL, backend="onnxruntime")
+
+
+def test_a_model_without_class_names_is_refused(tmp_path: Path) -> None:
+    # a real ONNX model but with neither metadata names nor a manifest
+    import onnx
+
+    model = onnx.load(str(PACKAGED_MODELS / "yolov8n-coco-int8-dynamic.onnx"))
+    del model.metadata_props[:]
+    path = tmp_path / "bare.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match="no class names"):
+        Detector(path)
+
+
+def test_agent_falls_back_to_the_packaged_model(tmp_path: Path) -> None:
+    broken = tmp_path / "update.onnx"
+    broken.write_bytes(b"half a download")
+    config = AgentConfig.model_validate(
+        {
+            "device_id": "t",
+            "source": {"type": "folder", "path": str(tmp_path)},
+            "model": {"path": str(broken)},
+        }
+    )
+    counters = AgentCounters()
+    detector = load_detector(config, counters)
+    assert detector.backend.path == PACKAGED_MODEL
+    assert counters.model_load_failures == 1
+
+
+def test_tflite_prefers_litert_and_reads_embedded_metadata(tmp_path: Path) -> None:
+    model = tmp_path / "m.tflite"  # no manifest beside it: names come from Ultralytics' metadata
+    shutil.copyfile(PACKAGED_MODEL, model)
+    detector = Detector(model)
+    assert detector.backend.key == "litert"
+    assert detector.info.category_names == ("person", "vehicle", "animal")
+    assert (detector.info.input_height, detector.info.input_width) == (640, 640)

@@ -1,0 +1,37 @@
+"""The Pi installs only the edge extra: the agent must not need torch, ultralytics or the server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "torchvision", "ultralytics", "server", "training", "export")
+
+
+def test_agent_modules_import_without_heavy_packages() -> None:
+    modules = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "edge").rglob("*.py")
+        if p.name != "__init__.py"
+    )
+    probe = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + (f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert len(modules) > 15
+    assert result.stdout.strip() == "[]"
+
+
+def test_edge_extra_pulls_no_heavy_packages() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["edge"]
+    names = {req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for req in wanted}
+    assert names.isdisjoint({"torch", "torchvision", "ultralytics", "fastapi", "sqlalchemy"})
+    assert {"onnxruntime", "paho-mqtt", "opencv-python-headless"} <= names

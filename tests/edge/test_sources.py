@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.sources import Frame, make_source
+from edge.sources.folder import FolderSourceConfig
+from edge.sources.picamera import PiCameraSourceConfig
+from edge.sources.replay import ReplaySourceConfig
+from tests.conftest import SAMPLES
+
+
+def _next_frame(frames: Any, limit: int = 50) -> Frame | None:
+    for _ in range(limit):
+        frame: Frame | None = next(frames)
+        if frame is not None:
+            return frame
+    return None
+
+
+def test_folder_source_waits_until_a_file_is_completely_written(tmp_path: Path) -> None:
+    photo = (SAMPLES / "cougar-39858-0.jpg").read_bytes()
+    partial = tmp_path / "IMG_0001.JPG"
+    partial.write_bytes(photo[:1000])  # the camera is still writing
+    source = make_source(FolderSourceConfig(path=tmp_path, poll_interval_s=0.05, settle_s=0.3))
+    frames = source.frames(threading.Event(), lambda key: False)
+    assert next(frames) is None  # seen, but not settled yet
+    partial.write_bytes(photo)  # now complete
+    frame = _next_frame(frames)
+    assert frame is not None and frame.data == photo and frame.owned
+    assert frame.name == "IMG_0001.JPG"
+
+
+def test_folder_source_skips_processed_and_temporary_files(tmp_path: Path) -> None:
+    (tmp_path / "done.jpg").write_bytes(b"x")
+    (tmp_path / "new.jpg").write_bytes(b"y")
+    (tmp_path / "upload.jpg.part").write_bytes(b"z")
+    (tmp_path / ".hidden.jpg").write_bytes(b"z")
+    source = make_source(FolderSourceConfig(path=tmp_path, poll_interval_s=0.01, settle_s=0))
+    frames = source.frames(threading.Event(), lambda key: key.startswith("folder:done.jpg"))
+    frame = _next_frame(frames)
+    assert frame is not None and frame.name == "new.jpg"
+    assert next(frames) is None
+
+
+def test_replay_source_cycles_files_with_stable_keys(tmp_path: Path) -> None:
+    config = ReplaySourceConfig(files=[SAMPLES], count=10, run_name="t")
+    keys = [f.key for f in make_source(config).frames(threading.Event(), lambda k: False) if f]
+    assert len(keys) == 10 and len(set(keys)) == 10
+    again = [f.key for f in make_source(config).frames(threading.Event(), lambda k: k in keys[:7]) if f]
+    assert again == keys[7:]
+
+
+def test_replay_source_needs_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no picture files"):
+        ReplaySourceConfig(files=[tmp_path])
+
+
+def test_picamera_source_captures_through_picamera2(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the one mock in the suite: there is no Pi camera here
+    captured = np.full((120, 160, 3), 77, np.uint8)
+
+    class FakePicamera2:
+        def create_still_configuration(self, main: dict[str, Any]) -> dict[str, Any]:
+            return main
+
+        def configure(self, config: dict[str, Any]) -> None:
+            self.config = config
+
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+        def close(self) -> None: ...
+
+        def capture_array(self, stream: str) -> np.ndarray:
+            return captured
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    source = make_source(PiCameraSourceConfig(interval_s=0))
+    frame = _next_frame(source.frames(threading.Event(), lambda k: False))
+    assert frame is not None and frame.image is captured
+    assert frame.data is not None and frame.data[:2] == b"\xff\xd8"
+    source.close()
+
+
+def test_picamera_source_without_picamera2_keeps_retrying(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails
+    stop = threading.Event()
+    source = make_source(PiCameraSourceConfig(reopen_backoff_s=0.01))
+    frames = source.frames(stop, lambda k: False)
+    assert [next(frames) for _ in range(3)] == [None, None, None]
