@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -53,6 +54,10 @@ class MosquittoBroker:
             "max_queued_messages 0",
             "max_inflight_messages 0",
         ]
+        if os.geteuid() == 0:
+            # started as root, mosquitto drops to user "mosquitto", which cannot read or write
+            # our private working folder (password file, persistence)
+            lines.append("user root")
         if "allow_anonymous" not in self.extra_config:
             lines.append("allow_anonymous true")
         self.config_path.write_text("\n".join(lines) + "\n" + self.extra_config)
