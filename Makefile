@@ -42,7 +42,7 @@ bench: system-deps venv
 
 # Regenerate the lockfile after changing dependencies in pyproject.toml.
 lock:
-	uv pip compile pyproject.toml --extra edge --extra train --extra dev --python-version 3.11 \
+	uv pip compile pyproject.toml --extra edge --extra train --extra export --extra dev --python-version 3.11 \
 	  -o requirements.lock
 
 clean:

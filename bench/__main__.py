@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from bench.edge import main as edge_main
+from bench.export import main as export_main
 
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
-    return edge_main()
+    return edge_main([]) or export_main([])
 
 
 if __name__ == "__main__":

@@ -143,10 +143,18 @@ def run_table(frames: int) -> Table:
             models.append(("TFLite INT8, int8 I/O", SHARED_WEIGHTS / "yolov8n-coco-int8-io.tflite"))
         table = Table(title=f"Edge pipeline, {frames} frames of the sample photos (640 px, 2 threads)")
         for column in (
-            "model", "backend", "agent e2e ms", "bare inference ms", "overhead x",
-            "JPEG decode ms", "overhead x excl. decode",
-            "ultralytics ms", "agent vs ultralytics", "agent RSS MB", "ultralytics RSS MB",
-        ):  # fmt: skip
+            "model",
+            "backend",
+            "agent e2e ms",
+            "bare inference ms",
+            "overhead x",
+            "JPEG decode ms",
+            "overhead x excl. decode",
+            "ultralytics ms",
+            "agent vs ultralytics",
+            "agent RSS MB",
+            "ultralytics RSS MB",
+        ):
             table.add_column(column, justify="right" if "ms" in column or "x" in column else "left")
         for name, model in track(models, description="benchmarking models"):
             agent = _run_worker("agent", model, frames)

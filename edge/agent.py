@@ -9,11 +9,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from edge import __version__
 from edge.backends import ModelLoadError
 from edge.bursts import BurstGrouper, BurstState
-from edge.config import PACKAGED_MODEL, AgentConfig
+from edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
 from edge.detector import Detector
 from edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from edge.imaging import BadImageError, decode_image, is_night
@@ -21,6 +22,7 @@ from edge.publisher import MqttPublisher
 from edge.quarantine import Quarantine
 from edge.sources import Frame, FrameSource, make_source
 from edge.spool import PRIORITY_EMPTY_FRAME, DetectionSpool, OutboundMessage, SpoolError
+from trapline.bundle import BundleError, verify_bundle
 from trapline.contracts import (
     DetectionMessage,
     DeviceState,
@@ -47,17 +49,32 @@ class AgentCounters:
     model_load_failures: int = 0
 
 
+def resolve_model(path: Path, public_key: Path) -> Path:
+    """The model file to load: a bundle directory is verified first (signature and hashes)."""
+    if not path.is_dir():
+        log.warning("loading %s without a signed bundle (fine for development, not for a fleet)", path)
+        return path
+    try:
+        manifest = verify_bundle(path, public_key)
+    except BundleError as exc:
+        raise ModelLoadError(f"refusing model bundle: {exc}") from exc
+    log.info("bundle %s: %s v%s, signature and hashes verified", path, manifest.name, manifest.version)
+    return path / manifest.model_file
+
+
 def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:
     """The configured model; the packaged one if that cannot be loaded (a trap must keep working)."""
     model = config.model
     try:
-        return Detector(model.path, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
+        model_file = resolve_model(model.path, model.public_key)
+        return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
     except ModelLoadError as exc:
         counters.model_load_failures += 1
         if not model.fallback_to_packaged or model.path == PACKAGED_MODEL:
             raise
         log.error("cannot load model %s (%s); running the packaged model instead", model.path, exc)
-        return Detector(PACKAGED_MODEL, "auto", model.threads, model.conf_threshold, model.iou_threshold)
+        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+        return Detector(packaged, "auto", model.threads, model.conf_threshold, model.iou_threshold)
 
 
 class Agent:

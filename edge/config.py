@@ -21,6 +21,7 @@ PASSWORD_CREDENTIAL = "mqtt-password"  # noqa: S105 - a file name
 PACKAGED_MODELS = Path(__file__).parent / "models"
 # LiteRT runs this INT8 model ~4x faster than ONNX Runtime runs the dynamic-INT8 ONNX one
 PACKAGED_MODEL = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
+PACKAGED_PUBLIC_KEY = PACKAGED_MODELS / "trapline-release.pub"
 
 
 class ConfigError(ValueError):
@@ -32,7 +33,12 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    path: Path = Field(PACKAGED_MODEL, description="model file (.onnx or .tflite)")
+    path: Path = Field(
+        PACKAGED_MODEL, description="a signed bundle directory, or a bare .onnx/.tflite file (development)"
+    )
+    public_key: Path = Field(
+        PACKAGED_PUBLIC_KEY, description="Ed25519 public key that bundles must be signed with"
+    )
     backend: Literal["auto", "onnxruntime", "litert", "tflite-runtime"] = Field(
         "auto", description="runtime; auto picks the preferred installed one for the file"
     )

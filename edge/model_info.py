@@ -28,10 +28,19 @@ COCO_CATEGORIES: dict[str, str] = {
     **{
         name: "animal"
         for name in (
-            "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe",
+            "bird",
+            "cat",
+            "dog",
+            "horse",
+            "sheep",
+            "cow",
+            "elephant",
+            "bear",
+            "zebra",
+            "giraffe",
         )
     },
-}  # fmt: skip
+}
 
 
 def _literal(value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""ONNX/TFLite export, INT8 quantization, parity checks and signed model bundles."""

@@ -1,0 +1,1 @@
+"""Dataset preparation, YOLOv8 fine-tuning and evaluation (workstation / server side)."""

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from export.commands import register as register_export
+from training.commands import register as register_train
+
 log = logging.getLogger(__name__)
 
 
@@ -70,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, required=True, help="agent config (YAML)")
     check.add_argument("--image", type=Path, help="picture to run (default: a packaged sample)")
     check.set_defaults(handler=_edge_check)
+
+    # workstation commands; their heavy imports happen only when they run
+    register_train(commands)
+    register_export(commands)
 
     demo = commands.add_parser("demo", help="broker + agents replaying the sample photos")
     demo.add_argument("--frames", type=int, default=40, help="frames each trap replays")

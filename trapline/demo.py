@@ -86,12 +86,21 @@ def run_demo(frames: int = 40) -> int:
             print(f"Mosquitto on 127.0.0.1:{broker.port}; {len(TRAPS)} traps replay {frames} frames each")
             agents = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "trapline.cli", "--log-level", "warning", "edge", "run",
-                     "--config", str(_write_config(workdir, device, broker.port, frames))],
+                    [
+                        sys.executable,
+                        "-m",
+                        "trapline.cli",
+                        "--log-level",
+                        "warning",
+                        "edge",
+                        "run",
+                        "--config",
+                        str(_write_config(workdir, device, broker.port, frames)),
+                    ],
                     env={**os.environ},
                 )
                 for device in TRAPS
-            ]  # fmt: skip
+            ]
             codes = [agent.wait() for agent in agents]
             time.sleep(0.5)
             listener.close()

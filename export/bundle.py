@@ -1,0 +1,84 @@
+"""`trapline export bundle`: a model file + its evaluation -> a signed bundle directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.backends import load_backend
+from edge.model_info import COCO_CATEGORIES, _literal
+from trapline.bundle import pack_bundle, sign_bundle
+from trapline.formats import format_for_path
+from trapline.manifest import InputSpec, ModelManifest, Thresholds
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def build_bundle(
+    model: Path,
+    out: Path,
+    name: str,
+    version: str,
+    private_key: Path,
+    metrics: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    thresholds: Thresholds | None = None,
+    extra_files: list[Path] | None = None,
+    archive: bool = False,
+) -> ModelManifest:
+    """Copy `model` (and extra files such as the evaluation report) into `out`, sign it."""
+    fmt = format_for_path(model)
+    backend = load_backend(model)  # also proves the file loads
+    meta = backend.info.metadata
+    names_raw = _literal(meta.get("names"))
+    if not isinstance(names_raw, dict):
+        raise ValueError(f"{model}: no class names in the model's metadata")
+    names = [str(names_raw[k]) for k in sorted(names_raw, key=int)]
+    is_coco = len(names) == 80 and names[0] == "person"
+    imgsz = _literal(meta.get("imgsz")) or [640, 640]
+    spec = backend.info.input
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = f"model{fmt.suffix}"
+    shutil.copyfile(model, out / model_name)
+    for extra in extra_files or []:
+        shutil.copyfile(extra, out / extra.name)
+    manifest = ModelManifest(
+        name=name,
+        version=version,
+        format=fmt.key,
+        model_file=model_name,
+        input=InputSpec(
+            height=int(imgsz[0]),
+            width=int(imgsz[1]),
+            dtype=str(spec.dtype),
+            scale=spec.scale,
+            zero_point=spec.zero_point,
+        ),
+        class_names=names,
+        categories=[COCO_CATEGORIES.get(n) for n in names] if is_coco else None,
+        thresholds=thresholds or Thresholds(),
+        provenance={
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source_model": model.name,
+            "git_commit": _git_commit(),
+            "ultralytics_metadata": {k: meta.get(k) for k in ("version", "date", "description") if k in meta},
+            **(provenance or {}),
+        },
+        metrics=json.loads(json.dumps(metrics or {}, default=str)),
+    )
+    manifest = sign_bundle(out, manifest, private_key)
+    if archive:
+        pack_bundle(out, out.with_suffix(".tar.gz"))
+    return manifest

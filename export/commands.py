@@ -1,0 +1,86 @@
+"""`trapline export`, `trapline export bundle`, `trapline keys generate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _export(args: argparse.Namespace) -> int:
+    from export.exporter import EXPORT_TARGETS, ExportCheckError, export_all
+
+    if args.weights is None or args.data is None:
+        print(f"trapline export: --weights and --data are required (targets: {', '.join(EXPORT_TARGETS)})")
+        return 2
+    try:
+        results = export_all(
+            args.weights, args.data, args.out, args.formats.split(","), args.imgsz, args.max_map50_drop
+        )
+    except ExportCheckError as exc:
+        print(f"EXPORT FAILED: {exc}")
+        return 1
+    for r in results:
+        size_mb = r.size_bytes / 1e6
+        print(f"{r.target:12s} {size_mb:6.1f} MB  val mAP50 {r.val_map50:.3f}", end="")
+        print(f" (PyTorch {r.pytorch_val_map50:.3f})  {r.path}")
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from export.bundle import build_bundle
+    from trapline.manifest import Thresholds
+
+    metrics = json.loads(args.metrics.read_text()) if args.metrics else {}
+    extra = [p for p in (args.metrics, *(args.attach or [])) if p]
+    manifest = build_bundle(
+        args.model,
+        args.out,
+        args.name,
+        args.version,
+        args.private_key,
+        metrics=metrics,
+        thresholds=Thresholds(conf=args.conf),
+        extra_files=extra,
+        archive=args.archive,
+    )
+    print(f"signed bundle {manifest.name} v{manifest.version} in {args.out}: {', '.join(manifest.files)}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from trapline.bundle import generate_keys
+
+    generate_keys(args.out / f"{args.name}.key", args.out / f"{args.name}.pub")
+    print(f"private key: {args.out / (args.name + '.key')} (keep it secret)")
+    print(f"public key:  {args.out / (args.name + '.pub')}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    exp = commands.add_parser("export", help="export ONNX/TFLite (FP32, INT8) and check them; or `bundle`")
+    exp.add_argument("--weights", type=Path, help="trained checkpoint (.pt)")
+    exp.add_argument("--data", type=Path, help="data.yaml (val split for checks, train for calibration)")
+    exp.add_argument("--formats", default="onnx-fp32,onnx-int8,tflite-fp32,tflite-int8")
+    exp.add_argument("--imgsz", type=int, default=640)
+    exp.add_argument("--max-map50-drop", type=float, default=1.0, help="points of val mAP50 INT8 may lose")
+    exp.add_argument("--out", type=Path, default=Path("exports"))
+    exp.set_defaults(handler=_export)
+    sub = exp.add_subparsers(dest="export_command")
+    bundle = sub.add_parser("bundle", help="sign a model file into a bundle")
+    bundle.add_argument("--model", type=Path, required=True, help=".onnx or .tflite")
+    bundle.add_argument("--name", required=True)
+    bundle.add_argument("--version", required=True)
+    bundle.add_argument("--private-key", type=Path, required=True)
+    bundle.add_argument("--metrics", type=Path, help="report.json from `train evaluate`")
+    bundle.add_argument("--attach", type=Path, nargs="*", help="more files to ship (report.md, plots)")
+    bundle.add_argument("--conf", type=float, default=0.25, help="default confidence threshold")
+    bundle.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")
+    bundle.add_argument("--out", type=Path, required=True)
+    bundle.set_defaults(handler=_bundle)
+
+    keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
+    gen = keys.add_parser("generate", help="a new Ed25519 key pair for signing bundles")
+    gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument("--name", default="trapline-release")
+    gen.set_defaults(handler=_keys)

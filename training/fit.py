@@ -1,0 +1,106 @@
+"""`trapline train fit`: fine-tune YOLOv8 with Ultralytics, offline and reproducibly.
+
+Rare classes can be oversampled (repeat-factor sampling, as LVIS and the Snapshot Serengeti
+remedies for imbalance): an image is listed ceil(sqrt(max_count / count)) times in the training
+list, by its rarest class.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+def offline_environment(config_dir: Path) -> None:
+    """Ultralytics must never reach the network: no hub, no font download, no auto-install."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    font = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics" / "Arial.ttf"
+    if not font.exists():
+        import matplotlib
+
+        font.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+
+
+def _label_classes(label_file: Path) -> list[int]:
+    return [int(line.split()[0]) for line in label_file.read_text().splitlines() if line.strip()]
+
+
+def oversampled_data_yaml(data_yaml: Path) -> Path:
+    """A copy of data.yaml whose train entry is a list file repeating images of rare classes."""
+    data = yaml.safe_load(data_yaml.read_text())
+    root = Path(data["path"])
+    images = sorted((root / data["train"]).iterdir())
+    per_image = {
+        img: _label_classes(root / "labels" / "train" / img.with_suffix(".txt").name) for img in images
+    }
+    counts: Counter[int] = Counter(c for classes in per_image.values() for c in set(classes))
+    most = max(counts.values(), default=1)
+    lines = []
+    for img, classes in per_image.items():
+        repeat = max((math.ceil(math.sqrt(most / counts[c])) for c in set(classes)), default=1)
+        lines.extend([str(img.resolve())] * repeat)
+    listing = root / "train_oversampled.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    data["train"] = str(listing)
+    target = data_yaml.with_name("data_oversampled.yaml")
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    log.info("oversampling: %d training images listed %d times", len(images), len(lines))
+    return target
+
+
+def fit(
+    data_yaml: Path,
+    weights: Path,
+    out: Path,
+    epochs: int = 50,
+    imgsz: int = 640,
+    batch: int = 8,
+    seed: int = 0,
+    oversample: bool = False,
+    patience: int = 20,
+    device: str = "cpu",
+    workers: int = 2,
+    freeze: int = 0,
+) -> Path:
+    """Train; returns `best.pt`, or `last.pt` when early stopping is off (patience 0): with a
+    small val split, "best" is mostly noise and a fixed schedule is the honest choice."""
+    offline_environment(out / ".ultralytics")
+    from ultralytics import YOLO
+
+    if not weights.exists():
+        raise FileNotFoundError(f"weights {weights} not found (offline: pass a local .pt or .yaml)")
+    data = oversampled_data_yaml(data_yaml) if oversample else data_yaml
+    model = YOLO(str(weights))
+    model.train(
+        data=str(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        seed=seed,
+        deterministic=True,
+        workers=workers,
+        device=device,
+        project=str(out.resolve()),
+        name="fit",
+        exist_ok=True,
+        patience=patience,
+        freeze=freeze or None,
+        amp=False,
+        plots=True,
+        verbose=False,
+    )
+    chosen = out / "fit" / "weights" / ("best.pt" if patience else "last.pt")
+    if not chosen.exists():
+        raise RuntimeError(f"training finished without {chosen}")
+    return chosen

@@ -1,0 +1,78 @@
+"""One record per image: what it is, where and when it was taken, and its labels."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_CLASSES = ("animal", "person", "vehicle")
+
+
+class LabelBox(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str
+    bbox: tuple[float, float, float, float] = Field(description="MegaDetector convention, 0-1")
+    conf: float | None = Field(None, description="detector confidence; None for human labels")
+    source: str = Field(description="where the label came from")
+
+
+class ImageRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="path relative to the image root")
+    sha256: str
+    width: int
+    height: int
+    captured_at: datetime | None = Field(None, description="EXIF time (camera local, no zone)")
+    camera: str | None = Field(None, description="EXIF make and model")
+    site: str
+    night: bool
+    species: list[str] = Field(default_factory=list)
+    boxes: list[LabelBox] = Field(default_factory=list)
+    labelled: bool = Field(False, description="some label source covers this image")
+    ambiguous: bool = Field(False, description="detector boxes below the label threshold only")
+    sequence: str = Field("", description="burst/sequence group; splits never cut one")
+
+    @property
+    def empty(self) -> bool:
+        return self.labelled and not self.boxes
+
+    @property
+    def primary_class(self) -> str:
+        """The class used for balancing: a species if known, else the box category, else empty."""
+        if self.species:
+            return self.species[0]
+        if self.boxes:
+            return self.boxes[0].category
+        return "empty"
+
+
+def write_jsonl(records: list[ImageRecord], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for record in records:
+            handle.write(record.model_dump_json() + "\n")
+
+
+def read_jsonl(path: Path) -> list[ImageRecord]:
+    return [ImageRecord.model_validate_json(line) for line in path.read_text().splitlines() if line]
+
+
+def write_parquet(records: list[ImageRecord], path: Path, splits: dict[str, str] | None = None) -> None:
+    """A flat table (one row per image) for pandas/duckdb users; boxes as a JSON column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for record in records:
+        row = record.model_dump(exclude={"boxes", "species"})
+        row["species"] = ";".join(record.species)
+        row["boxes"] = json.dumps([b.model_dump() for b in record.boxes])
+        row["box_count"] = len(record.boxes)
+        row["split"] = (splits or {}).get(record.file)
+        rows.append(row)
+    pq.write_table(pa.Table.from_pylist(rows), path)

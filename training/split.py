@@ -1,0 +1,99 @@
+"""Train/val/test split that never cuts a sequence and balances sites and classes.
+
+Neighbouring frames of one burst in train and test inflate every metric, so whole sequences are
+assigned to a split. Sequences come from the label source (COCO Camera Traps `seq_id`), else from
+time (same camera, gaps under `sequence_gap_s`), else from the file name with its trailing frame
+numbers removed (video frames `clip-123-0.jpg`, `clip-123-161.jpg` are one clip).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+
+from training.clean import camera_key
+from training.records import ImageRecord
+
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.64, 0.16, 0.20)
+_TRAILING_NUMBER = re.compile(r"[-_. ]?(?:frame)?\d+$", re.IGNORECASE)
+
+
+def _name_group(file: str) -> str:
+    folder, _, name = file.rpartition("/")
+    stem = name.rsplit(".", 1)[0]
+    while True:
+        shorter = _TRAILING_NUMBER.sub("", stem)
+        if shorter == stem or not shorter:
+            break
+        stem = shorter
+    return f"{folder}/{stem}"
+
+
+def assign_sequences(records: list[ImageRecord], sequence_gap_s: float = 60.0) -> None:
+    """Fill `record.sequence` where the label source gave none."""
+    timed = sorted(
+        ((r, r.captured_at) for r in records if not r.sequence and r.captured_at),
+        key=lambda item: (camera_key(item[0]), item[1]),
+    )
+    current, previous = "", None
+    for record, captured_at in timed:
+        if (
+            previous is None
+            or camera_key(previous) != camera_key(record)
+            or previous.captured_at is None
+            or (captured_at - previous.captured_at).total_seconds() >= sequence_gap_s
+        ):
+            current = f"time:{camera_key(record)}:{captured_at.isoformat()}"
+        record.sequence = current
+        previous = record
+    for record in records:
+        if not record.sequence:
+            record.sequence = f"name:{_name_group(record.file)}"
+
+
+def split(
+    records: list[ImageRecord],
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> dict[str, str]:
+    """file -> split. Greedy: big sequences first, each to the split furthest below its target
+    for the sequence's (site, class) keys and for overall size."""
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions {fractions} do not add up to 1")
+    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        groups[record.sequence].append(record)
+    keys_total: Counter[str] = Counter()
+    for record in records:
+        keys_total.update((f"site:{record.site}", f"class:{record.primary_class}"))
+    have: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    size = dict.fromkeys(SPLITS, 0)
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)  # noqa: S311 - sampling, not security
+    order.sort(key=lambda g: -len(groups[g]))
+    assignment: dict[str, str] = {}
+    for group in order:
+        members = groups[group]
+        group_keys: Counter[str] = Counter()
+        for record in members:
+            group_keys.update((f"site:{record.site}", f"class:{record.primary_class}"))
+
+        def deficit(
+            index: int, members: list[ImageRecord] = members, group_keys: Counter[str] = group_keys
+        ) -> float:
+            name = SPLITS[index]
+            score = sum(
+                (fractions[index] * keys_total[k] - have[name][k]) / keys_total[k] for k in group_keys
+            )
+            overall = (fractions[index] * len(records) - size[name]) / len(records)
+            return score / len(group_keys) + overall
+
+        best = max(range(len(SPLITS)), key=deficit)
+        name = SPLITS[best]
+        have[name].update(group_keys)
+        size[name] += len(members)
+        for record in members:
+            assignment[record.file] = name
+    return assignment

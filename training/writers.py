@@ -1,0 +1,87 @@
+"""Write a prepared dataset as an Ultralytics YOLO dataset (txt + data.yaml) and Pascal VOC XML."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import yaml
+
+from training.boxes import md_to_voc, md_to_yolo
+from training.records import ImageRecord
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def dataset_name(record: ImageRecord) -> str:
+    """A flat, unique, shell-friendly file name: site, original stem, a hash prefix."""
+    stem = _UNSAFE.sub("_", Path(record.file).with_suffix("").as_posix().replace("/", "__"))
+    return f"{stem}-{record.sha256[:8]}{Path(record.file).suffix.lower()}"
+
+
+def _place(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        target.unlink()
+    try:
+        os.link(source, target)  # no copy on the same file system
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def write_yolo_dataset(
+    records: list[ImageRecord], splits: dict[str, str], image_root: Path, out: Path, classes: list[str]
+) -> Path:
+    index = {name: i for i, name in enumerate(classes)}
+    for record in records:
+        split_name = splits[record.file]
+        name = dataset_name(record)
+        _place(image_root / record.file, out / "images" / split_name / name)
+        lines = []
+        for box in record.boxes:
+            if box.category in index:
+                cx, cy, w, h = md_to_yolo(box.bbox)
+                lines.append(f"{index[box.category]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+        label = out / "labels" / split_name / Path(name).with_suffix(".txt")
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text("\n".join(lines) + ("\n" if lines else ""))
+    data_yaml = out / "data.yaml"
+    data_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "path": str(out.resolve()),
+                "train": "images/train",
+                "val": "images/val",
+                "test": "images/test",
+                "names": dict(enumerate(classes)),
+            },
+            sort_keys=False,
+        )
+    )
+    return data_yaml
+
+
+def write_voc(records: list[ImageRecord], splits: dict[str, str], out: Path) -> None:
+    annotations = out / "voc" / "Annotations"
+    annotations.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        root = ET.Element("annotation")
+        ET.SubElement(root, "folder").text = splits[record.file]
+        ET.SubElement(root, "filename").text = dataset_name(record)
+        size = ET.SubElement(root, "size")
+        for tag, value in (("width", record.width), ("height", record.height), ("depth", 3)):
+            ET.SubElement(size, tag).text = str(value)
+        for box in record.boxes:
+            obj = ET.SubElement(root, "object")
+            ET.SubElement(obj, "name").text = box.category
+            ET.SubElement(obj, "difficult").text = "0"
+            bndbox = ET.SubElement(obj, "bndbox")
+            corners = md_to_voc(box.bbox, record.width, record.height)
+            for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), corners, strict=True):
+                ET.SubElement(bndbox, tag).text = str(value)
+        ET.indent(root)
+        target = annotations / Path(dataset_name(record)).with_suffix(".xml")
+        ET.ElementTree(root).write(target, encoding="unicode")
