@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := False
 export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
-.PHONY: demo test lint bench system-deps venv clean
+.PHONY: demo test lint bench system-deps venv clean model lock
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(UV)" || python3 -m pip install --quiet uv
@@ -40,9 +40,35 @@ lint: venv
 bench: system-deps venv
 	$(PY) -m bench
 
+# Rebuild the shipped camera-trap model from ../shared (about 15 min on 2 CPU cores):
+#   make model KEY=/path/to/trapline-release.key
+CAMTRAP := ../shared/data/camtrap-dev
+MODEL_BUILD := build/model
+MODEL_IMGSZ ?= 416
+MODEL_EPOCHS ?= 40
+MODEL_FREEZE ?= 10
+model: venv
+	@test -n "$(KEY)" || { echo "usage: make model KEY=path/to/trapline-release.key"; exit 2; }
+	$(PY) -m trapline.cli train prepare --images $(CAMTRAP)/images --out $(MODEL_BUILD)/dataset \
+	  --megadetector $(CAMTRAP)/megadetector.json --md-threshold 0.5 \
+	  --yolo-labels $(CAMTRAP)/labels/pw-example --yolo-classes animal --species $(CAMTRAP)/species.csv
+	$(PY) -m trapline.cli train fit --data $(MODEL_BUILD)/dataset/data.yaml \
+	  --weights ../shared/weights/yolov8n-coco.pt --out $(MODEL_BUILD)/run --epochs $(MODEL_EPOCHS) \
+	  --imgsz $(MODEL_IMGSZ) --freeze $(MODEL_FREEZE) --oversample --patience 0
+	$(PY) -m trapline.cli export --weights $(MODEL_BUILD)/run/fit/weights/last.pt \
+	  --data $(MODEL_BUILD)/dataset/data.yaml --imgsz $(MODEL_IMGSZ) --formats onnx-int8,tflite-int8 \
+	  --out $(MODEL_BUILD)/exports
+	$(PY) -m trapline.cli train evaluate --model $(MODEL_BUILD)/exports/last-$(MODEL_IMGSZ)-int8.onnx \
+	  --data $(MODEL_BUILD)/dataset/data.yaml --imgsz $(MODEL_IMGSZ) \
+	  --baseline edge/models/yolov8n-coco-int8.tflite --out $(MODEL_BUILD)/report
+	$(PY) -m trapline.cli export bundle --model $(MODEL_BUILD)/exports/last-$(MODEL_IMGSZ)-int8.onnx \
+	  --name trapline-nano --version 1 --private-key $(KEY) --metrics $(MODEL_BUILD)/report/report.json \
+	  --attach $(MODEL_BUILD)/report/report.md $(MODEL_BUILD)/report/threshold_curve.png \
+	  $(MODEL_BUILD)/report/confusion.png $(MODEL_BUILD)/dataset/dataset.png --out $(MODEL_BUILD)/bundle
+
 # Regenerate the lockfile after changing dependencies in pyproject.toml.
 lock:
-	uv pip compile pyproject.toml --extra edge --extra train --extra export --extra dev --python-version 3.11 \
+	uv pip compile pyproject.toml --extra edge --extra server --extra train --extra export --extra dev --python-version 3.11 \
 	  -o requirements.lock
 
 clean:

@@ -85,6 +85,8 @@ def _agent_worker(model: Path, frames: int) -> dict[str, Any]:
 def _ultralytics_worker(model: Path, frames: int) -> dict[str, Any]:
     from ultralytics import YOLO
 
+    if model.is_dir():  # a bundle: Ultralytics runs the model file inside
+        model = model / "model.onnx"
     files = sorted(SAMPLES.glob("*.jpg"))
     yolo = YOLO(str(model), task="detect")
     yolo.predict(str(files[0]), verbose=False)  # warm-up, as the agent does on load
@@ -133,8 +135,9 @@ def _fp32_onnx(workdir: Path) -> Path | None:
 def run_table(frames: int) -> Table:
     with tempfile.TemporaryDirectory() as tmp:
         models: list[tuple[str, Path]] = [
-            ("ONNX INT8 dynamic (packaged)", PACKAGED / "yolov8n-coco-int8-dynamic.onnx"),
-            ("TFLite INT8 (packaged, default)", PACKAGED / "yolov8n-coco-int8.tflite"),
+            ("trapline-nano ONNX INT8 QDQ 416 (default)", PACKAGED / "trapline-nano"),
+            ("COCO ONNX INT8 dynamic", PACKAGED / "yolov8n-coco-int8-dynamic.onnx"),
+            ("COCO TFLite INT8", PACKAGED / "yolov8n-coco-int8.tflite"),
         ]
         fp32 = _fp32_onnx(Path(tmp))
         if fp32 is not None:

@@ -19,8 +19,10 @@ from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
 PASSWORD_CREDENTIAL = "mqtt-password"  # noqa: S105 - a file name
 PACKAGED_MODELS = Path(__file__).parent / "models"
-# LiteRT runs this INT8 model ~4x faster than ONNX Runtime runs the dynamic-INT8 ONNX one
-PACKAGED_MODEL = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
+# the fine-tuned camera-trap model, a signed bundle (see its report.md)
+PACKAGED_MODEL = PACKAGED_MODELS / "trapline-nano"
+# the COCO stand-in it replaced, kept as the evaluation baseline
+COCO_STAND_IN = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
 PACKAGED_PUBLIC_KEY = PACKAGED_MODELS / "trapline-release.pub"
 
 

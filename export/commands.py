@@ -32,6 +32,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from trapline.manifest import Thresholds
 
     metrics = json.loads(args.metrics.read_text()) if args.metrics else {}
+    provenance = json.loads(args.provenance.read_text()) if args.provenance else {}
     extra = [p for p in (args.metrics, *(args.attach or [])) if p]
     manifest = build_bundle(
         args.model,
@@ -40,6 +41,7 @@ def _bundle(args: argparse.Namespace) -> int:
         args.version,
         args.private_key,
         metrics=metrics,
+        provenance=provenance,
         thresholds=Thresholds(conf=args.conf),
         extra_files=extra,
         archive=args.archive,
@@ -73,6 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     bundle.add_argument("--version", required=True)
     bundle.add_argument("--private-key", type=Path, required=True)
     bundle.add_argument("--metrics", type=Path, help="report.json from `train evaluate`")
+    bundle.add_argument("--provenance", type=Path, help="JSON: how the model was trained (data, schedule)")
     bundle.add_argument("--attach", type=Path, nargs="*", help="more files to ship (report.md, plots)")
     bundle.add_argument("--conf", type=float, default=0.25, help="default confidence threshold")
     bundle.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")

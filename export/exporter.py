@@ -33,16 +33,15 @@ class ExportTarget:
     make: Callable[[Path, Path, int, Path], Path]  # (weights, out dir, imgsz, data.yaml) -> file
 
 
-def _ultralytics_export(weights: Path, out: Path, imgsz: int, data: Path, **options: object) -> Path:
+def _ultralytics_export(weights: Path, imgsz: int, **options: object) -> Path:
     from ultralytics import YOLO
 
-    exported = Path(YOLO(str(weights)).export(imgsz=imgsz, **options))
-    return exported
+    return Path(YOLO(str(weights)).export(imgsz=imgsz, **options))
 
 
 def _onnx_fp32(weights: Path, out: Path, imgsz: int, data: Path) -> Path:
     target = out / f"{weights.stem}-{imgsz}-fp32.onnx"
-    shutil.move(_ultralytics_export(weights, out, imgsz, data, format="onnx", simplify=True), target)
+    shutil.move(_ultralytics_export(weights, imgsz, format="onnx", simplify=True), target)
     return target
 
 
@@ -64,7 +63,7 @@ def _tflite(weights: Path, out: Path, imgsz: int, data: Path, int8: bool) -> Pat
     if int8:
         options.update(quantize=8, data=str(data))
     target = out / f"{weights.stem}-{imgsz}-{kind}.tflite"
-    shutil.move(_ultralytics_export(weights, out, imgsz, data, **options), target)
+    shutil.move(_ultralytics_export(weights, imgsz, **options), target)
     return target
 
 

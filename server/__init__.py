@@ -1,0 +1,1 @@
+"""The fleet server: MQTT ingest, storage, API, dashboard, background jobs."""

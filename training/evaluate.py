@@ -137,18 +137,23 @@ def write_report(report: Report, out: Path, title: str, baseline: Report | None 
     for label, key in rows:
         cells = f"| {label} | {_fmt(getattr(report, key))} |"
         lines.append(cells + (f" {_fmt(getattr(baseline, key))} |" if baseline else ""))
+    extra_head = " baseline F1 | baseline AP50 |" if baseline else ""
     lines += [
         "",
         "## Per class",
         "",
-        "| class | instances | precision | recall | F1 | AP50 |",
-        "|---|---|---|---|---|---|",
+        "| class | instances | precision | recall | F1 | AP50 |" + extra_head,
+        "|---|---|---|---|---|---|" + ("---|---|" if baseline else ""),
     ]
     for name, values in report.per_class.items():
-        lines.append(
+        row = (
             f"| {name} | {int(values['instances'])} | {_fmt(values['precision'])} | {_fmt(values['recall'])}"
             f" | {_fmt(values['f1'])} | {_fmt(values['ap50'])} |"
         )
+        if baseline:
+            other = baseline.per_class.get(name, {})
+            row += f" {_fmt(other.get('f1'))} | {_fmt(other.get('ap50'))} |"
+        lines.append(row)
     labels = [*report.classes, "background"]
     lines += [
         "",
@@ -157,8 +162,8 @@ def write_report(report: Report, out: Path, title: str, baseline: Report | None 
         "| | " + " | ".join(labels) + " |",
         "|---" * (len(labels) + 1) + "|",
     ]
-    for name, row in zip(labels, report.confusion, strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    for name, counts in zip(labels, report.confusion, strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in counts) + " |")
     chosen = report.threshold_for_precision
     lines += [
         "",

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from export.commands import register as register_export
+from server.commands import register as register_server
 from training.commands import register as register_train
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     # workstation commands; their heavy imports happen only when they run
     register_train(commands)
     register_export(commands)
+    register_server(commands)
 
     demo = commands.add_parser("demo", help="broker + agents replaying the sample photos")
     demo.add_argument("--frames", type=int, default=40, help="frames each trap replays")

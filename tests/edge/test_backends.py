@@ -7,7 +7,7 @@ import pytest
 
 from edge.agent import AgentCounters, load_detector
 from edge.backends import ModelLoadError, load_backend
-from edge.config import PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
+from edge.config import COCO_STAND_IN, PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
 from edge.detector import Detector
 
 
@@ -35,7 +35,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 
 def test_backend_must_suit_the_format() -> None:
     with pytest.raises(ModelLoadError, match="cannot run tflite"):
-        load_backend(PACKAGED_MODEL, backend="onnxruntime")
+        load_backend(COCO_STAND_IN, backend="onnxruntime")
 
 
 def test_a_model_without_class_names_is_refused(tmp_path: Path) -> None:
@@ -62,13 +62,14 @@ def test_agent_falls_back_to_the_packaged_model(tmp_path: Path) -> None:
     )
     counters = AgentCounters()
     detector = load_detector(config, counters)
-    assert detector.backend.path == PACKAGED_MODEL
+    assert detector.backend.path == PACKAGED_MODEL / "model.onnx"
+    assert detector.info.name == "trapline-nano"
     assert counters.model_load_failures == 1
 
 
 def test_tflite_prefers_litert_and_reads_embedded_metadata(tmp_path: Path) -> None:
     model = tmp_path / "m.tflite"  # no manifest beside it: names come from Ultralytics' metadata
-    shutil.copyfile(PACKAGED_MODEL, model)
+    shutil.copyfile(COCO_STAND_IN, model)
     detector = Detector(model)
     assert detector.backend.key == "litert"
     assert detector.info.category_names == ("person", "vehicle", "animal")

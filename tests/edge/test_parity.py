@@ -57,6 +57,7 @@ def _model(request: pytest.FixtureRequest, name: str) -> Path:
         "onnx-fp32",
         "yolov8n-coco-int8-dynamic.onnx-packaged",
         "yolov8n-coco-int8.tflite-packaged",
+        "trapline-nano/model.onnx-packaged",  # the shipped model: static QDQ INT8, 416 px
         "yolov8n-coco-int8-io.tflite",
     ],
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edge.agent import AgentCounters, load_detector
-from edge.config import PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
+from edge.config import COCO_STAND_IN, PACKAGED_MODEL, AgentConfig
 from trapline.bundle import BundleError, generate_keys, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
 from trapline.manifest import ModelManifest
 
@@ -21,8 +21,8 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 def bundle(tmp_path: Path, keys: tuple[Path, Path]) -> Path:
     folder = tmp_path / "bundle"
     folder.mkdir()
-    shutil.copyfile(PACKAGED_MODEL, folder / "model.tflite")
-    manifest = ModelManifest.read(PACKAGED_MODEL.with_suffix(".json"))
+    shutil.copyfile(COCO_STAND_IN, folder / "model.tflite")
+    manifest = ModelManifest.read(COCO_STAND_IN.with_suffix(".json"))
     sign_bundle(folder, manifest.model_copy(update={"model_file": "model.tflite", "version": "7"}), keys[0])
     return folder
 
@@ -70,7 +70,7 @@ def test_the_agent_refuses_a_tampered_bundle_and_keeps_working(bundle: Path, key
     counters = AgentCounters()
     detector = load_detector(config, counters)
     assert counters.model_load_failures == 1
-    assert detector.backend.path.parent == PACKAGED_MODELS
+    assert detector.backend.path.parent == PACKAGED_MODEL
 
 
 def test_archive_round_trip_refuses_path_tricks(
@@ -89,3 +89,12 @@ def test_archive_round_trip_refuses_path_tricks(
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(BundleError, match="unexpected entry"):
         unpack_bundle(evil.getvalue(), tmp_path / "evil")
+
+
+def test_the_shipped_bundle_verifies_with_the_packaged_release_key() -> None:
+    from edge.config import PACKAGED_PUBLIC_KEY
+
+    manifest = verify_bundle(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+    assert manifest.name == "trapline-nano"
+    assert manifest.class_names == ["animal", "person", "vehicle"]
+    assert "test_split" in manifest.metrics

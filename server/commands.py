@@ -1,0 +1,140 @@
+"""`trapline server ...`: migrate, ingest, api, worker, device add, token create, mqtt-auth."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.core.config import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _settings() -> ServerSettings:
+    from server.core.config import ServerSettings
+
+    return ServerSettings()
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from server.migrate import upgrade
+
+    upgrade(_settings().database_url)
+    print("database is at the newest schema")
+    return 0
+
+
+def _ingest(_args: argparse.Namespace) -> int:
+    from server.db import make_engine, session_factory
+    from server.ingest.worker import IngestWorker
+
+    settings = _settings()
+    worker = IngestWorker(settings, session_factory(make_engine(settings.database_url)))
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping ingest", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run()
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.api.main import create_app
+
+    uvicorn.run(create_app(_settings()), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _device_add(args: argparse.Namespace) -> int:
+    from server.db import make_engine, session_factory, transaction
+    from server.models import Device
+    from server.security import hash_token, mosquitto_password_line, new_token
+
+    upload_token, mqtt_password = new_token(), new_token()
+    factory = session_factory(make_engine(_settings().database_url))
+    with transaction(factory) as session:
+        device = session.get(Device, args.device_id) or Device(id=args.device_id, state="unknown")
+        device.name = args.name or device.name
+        device.token_hash = hash_token(upload_token)
+        device.mqtt_password_line = mosquitto_password_line(args.device_id, mqtt_password)
+        device.last_seen_at = device.last_seen_at or datetime.now(UTC)
+        session.add(device)
+    print(f"device {args.device_id} registered. Give the technician, once:")
+    print(f"  MQTT user {args.device_id}, password {mqtt_password}")
+    print(f"  upload token {upload_token}")
+    print("then run `trapline server mqtt-auth` and reload mosquitto")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from server.db import make_engine, session_factory, transaction
+    from server.models import ApiToken
+    from server.security import hash_token, new_token
+
+    token = new_token()
+    with transaction(session_factory(make_engine(_settings().database_url))) as session:
+        session.add(
+            ApiToken(
+                name=args.name, token_hash=hash_token(token), role=args.role, created_at=datetime.now(UTC)
+            )
+        )
+    print(token)
+    return 0
+
+
+def _mqtt_auth(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from server.db import make_engine, session_factory
+    from server.models import Device
+    from server.security import mosquitto_acl, mosquitto_password_line
+
+    settings = _settings()
+    factory = session_factory(make_engine(settings.database_url))
+    with factory() as session:
+        lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
+    server_password = settings.mqtt_password or ""
+    if settings.mqtt_username:
+        lines.insert(0, mosquitto_password_line(settings.mqtt_username, server_password))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "passwd").write_text("\n".join(lines) + "\n")
+    (args.out / "passwd").chmod(0o600)
+    server_users = [settings.mqtt_username] if settings.mqtt_username else []
+    (args.out / "acl").write_text(mosquitto_acl(settings.mqtt_prefix, server_users))
+    print(f"wrote {args.out / 'passwd'} ({len(lines)} users) and {args.out / 'acl'}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    server = commands.add_parser("server", help="the fleet server (settings: TRAPLINE_SERVER_* variables)")
+    sub = server.add_subparsers(dest="server_command", required=True)
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=_migrate)
+    sub.add_parser("ingest", help="run an MQTT ingest worker until stopped").set_defaults(handler=_ingest)
+    api = sub.add_parser("api", help="serve the API and dashboard")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(handler=_api)
+    device = sub.add_parser("device", help="traps").add_subparsers(dest="device_command", required=True)
+    add = device.add_parser("add", help="register a trap: MQTT password and upload token")
+    add.add_argument("device_id")
+    add.add_argument("--name")
+    add.set_defaults(handler=_device_add)
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="a new API token (printed once)")
+    create.add_argument("name")
+    create.add_argument("--role", choices=["admin", "viewer"], default="viewer")
+    create.set_defaults(handler=_token_create)
+    auth = sub.add_parser("mqtt-auth", help="write Mosquitto's password file and ACL")
+    auth.add_argument("--out", type=Path, required=True)
+    auth.set_defaults(handler=_mqtt_auth)

@@ -1,0 +1,39 @@
+"""The server's settings: one BaseSettings, from TRAPLINE_SERVER_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trapline.contracts import DEFAULT_PREFIX
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAPLINE_SERVER_", extra="forbid")
+
+    database_url: str = Field(
+        "sqlite:///var/trapline/trapline.sqlite",
+        description="SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg://user:pw@host/db",
+    )
+    data_dir: Path = Field(Path("var/trapline"), description="media store, job files, task queue")
+    mqtt_host: str = Field("localhost", description="broker host")
+    mqtt_port: int = Field(1883, description="broker port")
+    mqtt_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix")
+    mqtt_username: str | None = Field(None, description="the ingest worker's MQTT user")
+    mqtt_password: str | None = Field(None, description="its password (environment only)")
+    mqtt_share_group: str | None = Field(
+        "ingest", description="MQTT 5 shared-subscription group; None subscribes directly"
+    )
+    mqtt_client_id: str = Field("trapline-ingest-1", description="unique per ingest worker")
+    ingest_batch_size: int = Field(500, gt=0, description="messages per database commit")
+    ingest_batch_seconds: float = Field(0.2, gt=0, description="longest wait before a commit")
+    auto_register: bool = Field(False, description="accept messages from devices nobody registered")
+    max_payload_bytes: int = Field(256 * 1024, gt=0, description="larger messages are dead letters")
+    stale_after_s: float = Field(3 * 3600, gt=0, description="a trap silent this long is stale")
+    session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"

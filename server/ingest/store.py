@@ -1,0 +1,159 @@
+"""Write a batch of accepted messages in one transaction; each detection id at most once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from server.ingest.validate import Accepted
+from server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
+from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
+
+
+def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> set[str]:
+    """INSERT ... ON CONFLICT DO NOTHING; returns the keys actually inserted."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = make(table).values(rows).on_conflict_do_nothing(index_elements=[key])
+    result = session.execute(statement.returning(getattr(table.c, key)))
+    return {row[0] for row in result}
+
+
+def _known_devices(session: Session, device_ids: set[str], now: datetime, auto_register: bool) -> set[str]:
+    known = set(session.scalars(select(Device.id).where(Device.id.in_(device_ids))))
+    if auto_register:
+        for device_id in device_ids - known:
+            session.add(Device(id=device_id, state="unknown", last_seen_at=now))
+        session.flush()
+        known = set(device_ids)
+    if known:
+        session.execute(update(Device).where(Device.id.in_(known)).values(last_seen_at=now))
+    return known
+
+
+def store_batch(
+    session: Session, batch: Seq[Accepted], dead: Seq[tuple[str, str, bytes]], auto_register: bool = False
+) -> tuple[int, int]:
+    """Store a batch: (new detection frames written, messages from unknown devices refused)."""
+    now = datetime.now(UTC)
+    known = _known_devices(session, {a.device_id for a in batch}, now, auto_register)
+    dead = list(dead)
+    unknown = [a for a in batch if a.device_id not in known]
+    for item in unknown:
+        dead.append((f"(device {item.device_id}) {item.kind}", f"unknown device {item.device_id!r}", b""))
+    batch = [a for a in batch if a.device_id in known]
+    frames: list[dict[str, Any]] = []
+    boxes: dict[str, list[dict[str, Any]]] = {}
+    sequences: list[dict[str, Any]] = []
+    for item in batch:
+        message = item.message
+        if isinstance(message, DetectionMessage):
+            cats = sorted({d.category for d in message.detections})
+            frames.append(
+                {
+                    "id": message.id,
+                    "device_id": message.device_id,
+                    "captured_at": message.captured_at,
+                    "processed_at": message.processed_at,
+                    "received_at": now,
+                    "sequence_id": message.sequence_id,
+                    "frame_index": message.frame_index,
+                    "image_file": message.image.file,
+                    "image_sha256": message.image.sha256,
+                    "width": message.image.width,
+                    "height": message.image.height,
+                    "night": message.image.night,
+                    "model_name": message.model.name,
+                    "model_version": message.model.version,
+                    "inference_ms": message.inference_ms,
+                    "detection_count": len(message.detections),
+                    "max_conf": max((d.conf for d in message.detections), default=0.0),
+                    "categories": "," + ",".join(cats) + "," if cats else "",
+                }
+            )
+            boxes[message.id] = [
+                {
+                    "frame_id": message.id,
+                    "category": d.category,
+                    "conf": d.conf,
+                    "x": d.bbox[0],
+                    "y": d.bbox[1],
+                    "w": d.bbox[2],
+                    "h": d.bbox[3],
+                }
+                for d in message.detections
+            ]
+        elif isinstance(message, SequenceSummary):
+            sequences.append(
+                {
+                    "id": message.sequence_id,
+                    "device_id": message.device_id,
+                    "first_frame_at": message.first_frame_at,
+                    "last_frame_at": message.last_frame_at,
+                    "frame_count": message.frame_count,
+                    "categories": {k: v.model_dump() for k, v in message.categories.items()},
+                    "mean_class_probabilities": dict(message.mean_class_probabilities),
+                }
+            )
+        elif isinstance(message, StatusMessage):
+            values: dict[str, Any] = {
+                "state": message.state,
+                "state_at": message.ts,
+                "agent_version": message.agent_version,
+            }
+            if message.model is not None:
+                values |= {"model_name": message.model.name, "model_version": message.model.version}
+            session.execute(
+                update(Device)
+                .where(Device.id == item.device_id)
+                .where(func.coalesce(Device.state_at, message.ts) <= message.ts)  # never go back in time
+                .values(**values)
+            )
+        elif isinstance(message, Heartbeat):
+            session.execute(
+                update(Device)
+                .where(Device.id == item.device_id)
+                .values(
+                    last_heartbeat_at=message.ts, heartbeat=message.model_dump(mode="json", by_alias=True)
+                )
+            )
+        elif isinstance(message, OtaProgress):
+            session.add(
+                DeviceModelStatus(
+                    device_id=item.device_id,
+                    version=message.version,
+                    stage=message.stage,
+                    reason=message.reason,
+                    at=message.ts,
+                )
+            )
+    inserted = _insert_ignore(session, DetectionFrame.__table__, frames, "id")
+    new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
+    if new_boxes:
+        session.execute(insert(Detection), new_boxes)
+    _insert_ignore(session, Sequence.__table__, sequences, "id")
+    for topic, reason, payload in dead:
+        session.add(
+            DeadLetter(
+                topic=topic[:300],
+                reason=reason,
+                payload=payload[:65536],
+                payload_bytes=len(payload),
+                received_at=now,
+            )
+        )
+    return len(inserted), len(unknown)
+
+
+def create_schema(engine: Engine) -> None:
+    """For tests and first start: run the migrations up to head."""
+    from server.migrate import upgrade
+
+    upgrade(engine.url.render_as_string(hide_password=False))

@@ -1,0 +1,192 @@
+"""The database: devices, deployments, media, detections, sequences, models, releases, labels.
+
+Detection messages are stored once per `id` (the contract's idempotency key): a redelivered
+message hits the primary key and is ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="unknown")  # online/offline/stopped
+    state_at: Mapped[datetime | None]
+    agent_version: Mapped[str | None] = mapped_column(String(40))
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    model_version: Mapped[str | None] = mapped_column(String(40))
+    last_heartbeat_at: Mapped[datetime | None]
+    heartbeat: Mapped[dict[str, Any] | None]
+    last_seen_at: Mapped[datetime | None]
+    token_hash: Mapped[str | None] = mapped_column(String(128))  # for HTTP media upload
+    mqtt_password_line: Mapped[str | None] = mapped_column(String(300))  # PBKDF2, Mosquitto format
+
+
+class Deployment(Base):
+    """Where a trap stood, when (Camtrap DP deployments)."""
+
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    location_name: Mapped[str | None] = mapped_column(String(200))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    start: Mapped[datetime]
+    end: Mapped[datetime | None]
+
+
+class Media(Base):
+    """Pictures uploaded by traps, stored content-addressed (media/<sha256[:2]>/<sha256>)."""
+
+    __tablename__ = "media"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # frame / thumbnail / crop
+    detection_id: Mapped[str | None] = mapped_column(String(160), index=True)
+    content_type: Mapped[str] = mapped_column(String(40))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    uploaded_at: Mapped[datetime]
+
+
+class DetectionFrame(Base):
+    """One processed frame (one detection message)."""
+
+    __tablename__ = "detection_frames"
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    captured_at: Mapped[datetime]
+    processed_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    sequence_id: Mapped[str] = mapped_column(String(160), index=True)
+    frame_index: Mapped[int] = mapped_column(Integer)
+    image_file: Mapped[str] = mapped_column(String(1024))
+    image_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    night: Mapped[bool] = mapped_column(Boolean)
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(40))
+    inference_ms: Mapped[float] = mapped_column(Float)
+    detection_count: Mapped[int] = mapped_column(Integer)
+    max_conf: Mapped[float] = mapped_column(Float)
+    categories: Mapped[str] = mapped_column(String(200))  # ",animal,person," for filtering
+
+    __table_args__ = (Index("ix_frames_device_time", "device_id", "captured_at"),)
+
+
+class Detection(Base):
+    """One box of a frame."""
+
+    __tablename__ = "detections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    frame_id: Mapped[str] = mapped_column(ForeignKey("detection_frames.id", ondelete="CASCADE"), index=True)
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    conf: Mapped[float] = mapped_column(Float)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    w: Mapped[float] = mapped_column(Float)
+    h: Mapped[float] = mapped_column(Float)
+
+
+class Sequence(Base):
+    __tablename__ = "sequences"
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    first_frame_at: Mapped[datetime]
+    last_frame_at: Mapped[datetime]
+    frame_count: Mapped[int] = mapped_column(Integer)
+    categories: Mapped[dict[str, Any]]
+    mean_class_probabilities: Mapped[dict[str, Any]]
+
+
+class ModelVersion(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class Release(Base):
+    __tablename__ = "releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    bundle_url: Mapped[str] = mapped_column(String(500))
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class DeviceModelStatus(Base):
+    """OTA progress per trap and release."""
+
+    __tablename__ = "device_model_status"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    version: Mapped[str] = mapped_column(String(40))
+    stage: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    at: Mapped[datetime]
+
+
+class Label(Base):
+    """A biologist's label for a detection or a whole sequence."""
+
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    frame_id: Mapped[str | None] = mapped_column(ForeignKey("detection_frames.id"))
+    sequence_id: Mapped[str | None] = mapped_column(String(160))
+    species: Mapped[str] = mapped_column(String(200))
+    labelled_by: Mapped[str] = mapped_column(String(100))
+    labelled_at: Mapped[datetime]
+
+
+class DeadLetter(Base):
+    """A message that broke the contract: kept, with why, never retried automatically."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(String(1000))
+    payload: Mapped[bytes | None]
+    payload_bytes: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # admin / viewer
+    created_at: Mapped[datetime]
+
+
+class Job(Base):
+    """A background job's visible state (the task queue runs it)."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))  # queued/running/done/failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(String(1000))
+    result_path: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -1,0 +1,197 @@
+"""The ingest worker against a real Mosquitto and real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+
+from server.ingest.worker import IngestWorker
+from server.models import DeadLetter, Detection, DetectionFrame, Device, Sequence
+from tests.conftest import SAMPLES, agent_config, start_agent
+from tests.server.conftest import RunningWorker, detection_payload, register, settings_for
+from trapline.broker import MosquittoBroker
+
+
+def _publisher(broker: MosquittoBroker) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-publisher", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def _wait(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def test_hostile_messages_become_dead_letters_and_the_worker_goes_on(
+    database_url: str, tmp_path: Path, broker: MosquittoBroker, sessions_for: Any
+) -> None:
+    sessions = sessions_for(database_url)
+    register(sessions, "trap-01", "trap-02")
+    worker = RunningWorker(IngestWorker(settings_for(database_url, tmp_path, broker), sessions))
+    publisher = _publisher(broker)
+    spoofed = json.loads(detection_payload("trap-02", 1))
+    hostile = {
+        "trapline/trap-01/detections": [
+            b"{not json",
+            json.dumps({"schema": "trapline.detections/1", "id": "x"}).encode(),  # missing fields
+            b'{"a": "' + b"x" * 300_000 + b'"}',  # huge
+            json.dumps(spoofed).encode(),  # trap-01 speaking for trap-02
+            b"\xff\xfe\x00binary",
+        ],
+        "trapline/trap-99/detections": [detection_payload("trap-99", 1)],  # nobody registered it
+        "trapline/trap-01/heartbeat": [b'{"schema": "trapline.heartbeat/1"}'],
+    }
+    for topic, payloads in hostile.items():
+        for payload in payloads:
+            publisher.publish(topic, payload, qos=1).wait_for_publish(5)
+    publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", 7), qos=1).wait_for_publish(
+        5
+    )
+    with sessions() as session:
+        assert _wait(lambda: session.scalar(select(func.count()).select_from(DeadLetter)) == 7, 20)
+        assert _wait(lambda: session.scalar(select(func.count()).select_from(DetectionFrame)) == 1, 10)
+        reasons = " | ".join(session.scalars(select(DeadLetter.reason)))
+    publisher.loop_stop()
+    assert worker.thread.is_alive()
+    worker.stop()
+    for expected in (
+        "not JSON",
+        "off-contract detections",
+        "exceeds",
+        "spoofing",
+        "unknown device",
+        "off-contract heartbeat",
+    ):
+        assert expected in reasons
+    assert worker.worker.counters.dead_letters == 7
+
+
+def test_two_workers_share_the_load_without_duplicates(
+    sqlite_url: str, tmp_path: Path, broker: MosquittoBroker, sessions_for: Any
+) -> None:
+    sessions = sessions_for(sqlite_url)
+    register(sessions, "trap-01", "trap-02")
+    workers = [
+        RunningWorker(
+            IngestWorker(settings_for(sqlite_url, tmp_path, broker, mqtt_client_id=f"ingest-{i}"), sessions)
+        )
+        for i in (1, 2)
+    ]
+    publisher = _publisher(broker)
+    for number in range(300):
+        for device in ("trap-01", "trap-02"):
+            publisher.publish(f"trapline/{device}/detections", detection_payload(device, number), qos=1)
+    # and a redelivery: the same ids again
+    for number in range(50):
+        publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", number), qos=1)
+    with sessions() as session:
+        assert _wait(lambda: session.scalar(select(func.count()).select_from(DetectionFrame)) == 600, 60)
+        time.sleep(1)
+        assert session.scalar(select(func.count()).select_from(DetectionFrame)) == 600
+        assert (
+            session.scalar(select(func.count()).select_from(Detection)) == 600
+        )  # one box each, none doubled
+    publisher.loop_stop()
+    shares = [w.worker.counters.received for w in workers]
+    for w in workers:
+        w.stop()
+    assert all(share > 0 for share in shares), shares  # both did work
+    assert sum(shares) == 650
+
+
+@pytest.mark.slow
+def test_server_killed_mid_stream_loses_nothing(
+    tmp_path: Path, broker: MosquittoBroker, sqlite_url: str, sessions_for: Any
+) -> None:
+    sessions = sessions_for(sqlite_url)
+    register(sessions, "trap-01", "trap-02")
+    env = {
+        **os.environ,
+        "TRAPLINE_SERVER_DATABASE_URL": sqlite_url,
+        "TRAPLINE_SERVER_DATA_DIR": str(tmp_path / "data"),
+        "TRAPLINE_SERVER_MQTT_HOST": "127.0.0.1",
+        "TRAPLINE_SERVER_MQTT_PORT": str(broker.port),
+    }
+
+    def ingest(log_name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / log_name).open("ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "trapline.cli", "server", "ingest"],
+                env=env,
+                stdout=log_file,
+                stderr=log_file,
+            )
+
+    server = ingest("ingest1.log")
+    # the worker's persistent session must exist before traps publish (as on a running server)
+    assert _wait(lambda: "subscribed" in (tmp_path / "ingest1.log").read_text(), 30)
+    frames = 60
+    agents = []
+    for device in ("trap-01", "trap-02"):
+        work = tmp_path / device
+        source = {"type": "replay", "files": [str(SAMPLES)], "count": frames, "interval_s": 0.1}
+        config = agent_config(work, broker.port, source, device_id=device)
+        work.mkdir()
+        (work / "agent.yaml").write_text(json.dumps(config))
+        agents.append(start_agent(work / "agent.yaml", work / "agent.log"))
+
+    def stored() -> int:
+        with sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(DetectionFrame)) or 0)
+
+    assert _wait(lambda: stored() >= 20, 120), (tmp_path / "ingest1.log").read_text()
+    server.send_signal(signal.SIGKILL)  # no goodbye: unacknowledged messages stay with the broker
+    server.wait()
+    during_outage = stored()
+    time.sleep(3)
+    server = ingest("ingest2.log")
+    for agent in agents:
+        assert agent.wait(300) == 0
+
+    def diagnosis() -> str:
+        with sessions() as session:
+            have = set(session.scalars(select(DetectionFrame.id)))
+            dead = [r for r in session.scalars(select(DeadLetter.reason))][:5]
+        want = {f"{d}:{n:09d}" for d in ("trap-01", "trap-02") for n in range(1, frames + 1)}
+        return f"stored {len(have)}, missing {sorted(want - have)[:10]}, dead letters {dead}"
+
+    def states() -> dict[str, str]:
+        with sessions() as session:
+            return dict(session.execute(select(Device.id, Device.state)).tuples().all())
+
+    try:
+        assert _wait(lambda: stored() == 2 * frames, 60), diagnosis()
+        # the last word of each trap is its clean "stopped" (never overwritten by an older status)
+        assert _wait(lambda: states() == {"trap-01": "stopped", "trap-02": "stopped"}, 20), states()
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert during_outage < 2 * frames  # the kill really happened mid-stream
+    with sessions() as session:
+        ids = set(session.scalars(select(DetectionFrame.id)))
+        assert ids == {f"{d}:{n:09d}" for d in ("trap-01", "trap-02") for n in range(1, frames + 1)}
+        mismatched = session.execute(
+            select(DetectionFrame.id)
+            .outerjoin(Detection, Detection.frame_id == DetectionFrame.id)
+            .group_by(DetectionFrame.id, DetectionFrame.detection_count)
+            .having(func.count(Detection.id) != DetectionFrame.detection_count)
+        ).all()
+        assert mismatched == []  # no box stored twice, none lost
+        assert session.scalar(select(func.count()).select_from(Sequence)) > 0
