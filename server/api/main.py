@@ -1,0 +1,32 @@
+"""The FastAPI application: JSON API under /api/v1 (OpenAPI at /docs) and the dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from server.api.routes import dead_letters, detections, devices, media, models, session
+from server.core.config import ServerSettings
+from server.db import make_engine, session_factory
+from server.web import pages
+
+STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    app = FastAPI(
+        title="Trapline", version="0.1.0", description="Camera-trap fleet: detections, traps, models"
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    app.state.sessions = session_factory(app.state.engine)
+    v1 = APIRouter(prefix="/api/v1")
+    for module in (devices, detections, media, models, session, dead_letters):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,180 @@
+"""Detections with filters and cursor pagination, sequences, and counts per day."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from server.api.deps import SessionDep, UserDep
+from server.api.schemas import Box, DailyCount, Frame, Page, SequenceOut
+from server.models import Detection, DetectionFrame, Media, Sequence
+
+router = APIRouter(tags=["detections"])
+
+
+def _encode(captured_at: datetime, key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([captured_at.isoformat(), key]).encode()).decode()
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        stamp, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(stamp), str(key)
+    except (ValueError, TypeError) as exc:
+        raise HTTPException(400, "invalid cursor") from exc
+
+
+def frame_query(
+    device_id: str | None,
+    category: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    min_conf: float | None,
+) -> Select[Any]:
+    query = select(DetectionFrame)
+    if device_id:
+        query = query.where(DetectionFrame.device_id == device_id)
+    if category:
+        query = query.where(DetectionFrame.categories.contains(f",{category},"))
+    if since:
+        query = query.where(DetectionFrame.captured_at >= since)
+    if until:
+        query = query.where(DetectionFrame.captured_at < until)
+    if min_conf is not None:
+        query = query.where(DetectionFrame.max_conf >= min_conf)
+    return query
+
+
+def frames_page(session: Session, query: Select[Any], cursor: str | None, limit: int) -> Page[Frame]:
+    if cursor:
+        stamp, key = _decode(cursor)
+        query = query.where(
+            or_(
+                DetectionFrame.captured_at < stamp,
+                and_(DetectionFrame.captured_at == stamp, DetectionFrame.id < key),
+            )
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(DetectionFrame.captured_at.desc(), DetectionFrame.id.desc()).limit(limit + 1)
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [r.id for r in rows]
+    boxes: dict[str, list[Box]] = {i: [] for i in ids}
+    for det in session.scalars(select(Detection).where(Detection.frame_id.in_(ids)).order_by(Detection.id)):
+        boxes[det.frame_id].append(
+            Box(category=det.category, conf=det.conf, bbox=(det.x, det.y, det.w, det.h))
+        )
+    media: dict[str, dict[str, str]] = {i: {} for i in ids}
+    for item in session.scalars(select(Media).where(Media.detection_id.in_(ids))):
+        if item.detection_id:
+            media[item.detection_id].setdefault(item.kind, item.sha256)
+    items = [
+        Frame(
+            id=r.id,
+            device_id=r.device_id,
+            captured_at=r.captured_at,
+            sequence_id=r.sequence_id,
+            frame_index=r.frame_index,
+            image_file=r.image_file,
+            image_sha256=r.image_sha256,
+            width=r.width,
+            height=r.height,
+            night=r.night,
+            model=f"{r.model_name} v{r.model_version}",
+            detections=boxes[r.id],
+            media=media[r.id],
+        )
+        for r in rows
+    ]
+    last = rows[-1] if rows else None
+    return Page[Frame](items=items, next_cursor=_encode(last.captured_at, last.id) if more and last else None)
+
+
+@router.get("/detections", response_model=Page[Frame])
+def list_detections(
+    session: SessionDep,
+    _user: UserDep,
+    device_id: str | None = None,
+    category: Annotated[str | None, Query(description="animal, person, vehicle or a species")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    min_conf: Annotated[float | None, Query(ge=0, le=1)] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[Frame]:
+    """Frames, newest first, with their boxes. Pass `next_cursor` back as `cursor` for more."""
+    return frames_page(session, frame_query(device_id, category, since, until, min_conf), cursor, limit)
+
+
+@router.get("/sequences", response_model=Page[SequenceOut])
+def list_sequences(
+    session: SessionDep,
+    _user: UserDep,
+    device_id: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[SequenceOut]:
+    query = select(Sequence)
+    if device_id:
+        query = query.where(Sequence.device_id == device_id)
+    if cursor:
+        stamp, key = _decode(cursor)
+        query = query.where(
+            or_(Sequence.first_frame_at < stamp, and_(Sequence.first_frame_at == stamp, Sequence.id < key))
+        )
+    rows = list(
+        session.scalars(query.order_by(Sequence.first_frame_at.desc(), Sequence.id.desc()).limit(limit + 1))
+    )
+    more, rows = len(rows) > limit, rows[:limit]
+    items = [SequenceOut.model_validate(r, from_attributes=True) for r in rows]
+    nxt = _encode(rows[-1].first_frame_at, rows[-1].id) if more and rows else None
+    return Page[SequenceOut](items=items, next_cursor=nxt)
+
+
+def daily_counts(
+    session: Session, device_id: str | None, since: datetime | None, until: datetime | None
+) -> list[DailyCount]:
+    day = func.date(DetectionFrame.captured_at)
+    query: Any = (
+        select(
+            day,
+            DetectionFrame.device_id,
+            Detection.category,
+            func.count(Detection.id),
+            func.count(func.distinct(DetectionFrame.id)),
+        )
+        .join(Detection, Detection.frame_id == DetectionFrame.id)
+        .group_by(day, DetectionFrame.device_id, Detection.category)
+        .order_by(day, DetectionFrame.device_id, Detection.category)
+    )
+    if device_id:
+        query = query.where(DetectionFrame.device_id == device_id)
+    if since:
+        query = query.where(DetectionFrame.captured_at >= since)
+    if until:
+        query = query.where(DetectionFrame.captured_at < until)
+    return [
+        DailyCount(day=str(d), device_id=dev, category=cat, detections=n, frames=f)
+        for d, dev, cat, n, f in session.execute(query)
+    ]
+
+
+@router.get("/counts/daily", response_model=list[DailyCount])
+def counts_per_day(
+    session: SessionDep,
+    _user: UserDep,
+    device_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[DailyCount]:
+    """Detections (boxes) and frames per category, per day (UTC), per trap."""
+    return daily_counts(session, device_id, since, until)

@@ -1,0 +1,84 @@
+"""Pictures from traps: uploaded over HTTP with the device's token, stored content-addressed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse
+
+from server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
+from server.api.schemas import MediaOut
+from server.models import Media
+
+router = APIRouter(prefix="/media", tags=["media"])
+KINDS = ("frame", "thumbnail", "crop")
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+def media_path(root: Path, sha256: str) -> Path:
+    return root / sha256[:2] / sha256
+
+
+def store_bytes(root: Path, data: bytes) -> tuple[str, bool]:
+    """Write once under its hash (temp file, fsync, rename); (sha256, newly stored)."""
+    digest = hashlib.sha256(data).hexdigest()
+    target = media_path(root, digest)
+    if target.exists():
+        return digest, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    return digest, True
+
+
+@router.post("", response_model=MediaOut)
+async def upload(
+    device: DeviceDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    file: UploadFile,
+    kind: Annotated[str, Form()],
+    detection_id: Annotated[str | None, Form()] = None,
+) -> MediaOut:
+    if kind not in KINDS:
+        raise HTTPException(422, f"kind must be one of {KINDS}")
+    if detection_id and not detection_id.startswith(f"{device.id}:"):
+        raise HTTPException(403, "a trap uploads only for its own detections")
+    data = await file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, "file too large")
+    if data[:3] != b"\xff\xd8\xff" and data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise HTTPException(415, "only JPEG or PNG")
+    digest, stored = store_bytes(settings.media_dir, data)
+    if session.get(Media, digest) is None:
+        session.add(
+            Media(
+                sha256=digest,
+                device_id=device.id,
+                kind=kind,
+                detection_id=detection_id,
+                content_type="image/png" if data[:4] == b"\x89PNG" else "image/jpeg",
+                bytes=len(data),
+                uploaded_at=datetime.now(UTC),
+            )
+        )
+        session.commit()
+    return MediaOut(sha256=digest, kind=kind, bytes=len(data), stored=stored)
+
+
+@router.get("/{sha256}")
+def download(sha256: str, session: SessionDep, settings: SettingsDep, _user: UserDep) -> FileResponse:
+    item = session.get(Media, sha256)
+    if item is None or not media_path(settings.media_dir, sha256).exists():
+        raise HTTPException(404, "no such media")
+    return FileResponse(media_path(settings.media_dir, sha256), media_type=item.content_type)

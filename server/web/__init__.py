@@ -1,0 +1,1 @@
+"""The dashboard: pages served by the app itself, working with no internet."""

@@ -1,0 +1,56 @@
+"""HTML pages. Data comes from the JSON API (same origin, cookie auth) via static/app.js."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from server.api.deps import COOKIE, SessionDep
+from server.models import ApiToken, Device, ModelVersion
+from server.security import hash_token
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+def _logged_in(request: Request, session: SessionDep) -> bool:
+    token = request.cookies.get(COOKIE)
+    return (
+        bool(token)
+        and session.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token or "")))
+        is not None
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> Response:
+    return templates.TemplateResponse(request, "login.html", {})
+
+
+@router.get("/", response_class=HTMLResponse)
+def fleet_page(request: Request, session: SessionDep) -> Response:
+    if not _logged_in(request, session):
+        return RedirectResponse("/login", status_code=303)
+    devices = list(session.scalars(select(Device.id).order_by(Device.id)))
+    return templates.TemplateResponse(request, "fleet.html", {"devices": devices})
+
+
+@router.get("/traps/{device_id}", response_class=HTMLResponse)
+def trap_page(device_id: str, request: Request, session: SessionDep) -> Response:
+    if not _logged_in(request, session):
+        return RedirectResponse("/login", status_code=303)
+    if session.get(Device, device_id) is None:
+        raise HTTPException(404, f"no trap {device_id!r}")
+    return templates.TemplateResponse(request, "trap.html", {"device_id": device_id})
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, session: SessionDep) -> Response:
+    if not _logged_in(request, session):
+        return RedirectResponse("/login", status_code=303)
+    models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))
+    return templates.TemplateResponse(request, "models.html", {"models": models})

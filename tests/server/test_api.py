@@ -1,0 +1,132 @@
+"""The JSON API on SQLite and PostgreSQL, with data stored by the real ingest path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.api.main import create_app
+from server.db import transaction
+from server.ingest.store import store_batch
+from server.ingest.validate import Accepted, validate
+from server.models import ApiToken, Device
+from server.security import hash_token
+from tests.conftest import SAMPLES
+from tests.server.conftest import detection_payload, settings_for
+
+ADMIN, VIEWER, UPLOAD = "admin-token-0123456789", "viewer-token-0123456789", "upload-token-trap-01"
+
+
+def seed(app: Any) -> None:
+    sessions = app.state.sessions
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        session.add(ApiToken(name="ada", token_hash=hash_token(ADMIN), role="admin", created_at=now))
+        session.add(ApiToken(name="vic", token_hash=hash_token(VIEWER), role="viewer", created_at=now))
+        session.add(Device(id="trap-01", state="unknown", token_hash=hash_token(UPLOAD)))
+        session.add(Device(id="trap-02", state="unknown"))
+    messages: list[Accepted] = []
+    for n in range(30):  # trap-01: animals; every 5th frame also a person; frames 1 h apart over 2 days
+        cats = ("animal", "person") if n % 5 == 0 else ("animal",)
+        messages.append(validate("trapline", "trapline/trap-01/detections", detection_payload("trap-01", n * 3600, cats), 10**6))  # type: ignore[arg-type]
+    for n in range(5):
+        messages.append(validate("trapline", "trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)), 10**6))  # type: ignore[arg-type]
+    status = {"state": "online", "ts": now.isoformat(), "agent_version": "0.1.0"}
+    messages.append(validate("trapline", "trapline/trap-01/status", json.dumps(status).encode(), 10**6))  # type: ignore[arg-type]
+    old = {**status, "state": "offline", "ts": (now - timedelta(hours=1)).isoformat()}  # late and older: ignored
+    messages.append(validate("trapline", "trapline/trap-01/status", json.dumps(old).encode(), 10**6))  # type: ignore[arg-type]
+    offline = {**status, "state": "offline"}
+    messages.append(validate("trapline", "trapline/trap-02/status", json.dumps(offline).encode(), 10**6))  # type: ignore[arg-type]
+    assert all(isinstance(m, Accepted) for m in messages)
+    with transaction(sessions) as session:
+        store_batch(session, messages, [("trapline/x/detections", "not JSON", b"{")])
+
+
+@pytest.fixture
+def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(settings_for(database_url, tmp_path))
+    seed(app)
+    with TestClient(app) as test_client:
+        yield test_client
+    app.state.engine.dispose()
+
+
+def _get(client: TestClient, path: str, token: str = VIEWER, **params: Any) -> Any:
+    response = client.get(f"/api/v1{path}", params=params, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_tokens_and_roles(client: TestClient) -> None:
+    assert client.get("/api/v1/devices").status_code == 401
+    assert client.get("/api/v1/devices", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/api/v1/dead-letters", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 403
+    dead = _get(client, "/dead-letters", ADMIN)
+    assert [d["reason"] for d in dead] == ["not JSON"]
+    assert client.get("/openapi.json").json()["info"]["title"] == "Trapline"
+
+
+def test_devices_report_health_from_status(client: TestClient) -> None:
+    devices = {d["id"]: d for d in _get(client, "/devices")}
+    assert devices["trap-01"]["health"] == "online"  # the older "offline" arrived late and lost
+    assert devices["trap-02"]["health"] == "offline"
+    assert _get(client, "/devices/trap-02")["state"] == "offline"
+    assert client.get("/api/v1/devices/nope", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 404
+
+
+def test_detection_filters_and_cursor_pagination(client: TestClient) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = _get(client, "/detections", limit=7, **({"cursor": cursor} if cursor else {}))
+        seen += [f["id"] for f in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 35
+    assert len(set(seen)) == 35  # every frame exactly once across pages
+    people = _get(client, "/detections", category="person", limit=100)["items"]
+    assert len(people) == 6
+    assert all(any(d["category"] == "person" for d in f["detections"]) for f in people)
+    start = datetime(2026, 11, 22, 3, tzinfo=UTC)
+    window = _get(client, "/detections", device_id="trap-01", since=(start + timedelta(hours=10)).isoformat(),
+                  until=(start + timedelta(hours=20)).isoformat(), limit=100)["items"]  # fmt: skip
+    assert sorted(f["id"] for f in window) == [f"trap-01:{n * 3600:09d}" for n in range(10, 20)]
+    assert _get(client, "/detections", min_conf=0.9)["items"] == []
+
+
+def test_daily_counts(client: TestClient) -> None:
+    counts = {(c["day"], c["device_id"], c["category"]): c["detections"] for c in _get(client, "/counts/daily")}
+    # trap-01 frames at 03:00 + n hours, n = 0..29: 21 on the 22nd, 9 on the 23rd
+    assert counts[("2026-11-22", "trap-01", "animal")] == 21
+    assert counts[("2026-11-23", "trap-01", "animal")] == 9
+    assert counts[("2026-11-22", "trap-01", "person")] == 5  # n = 0, 5, 10, 15, 20
+    assert counts[("2026-11-22", "trap-02", "vehicle")] == 5
+
+
+def test_media_upload_by_device_and_download(client: TestClient) -> None:
+    photo = (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
+    upload = {"kind": "thumbnail", "detection_id": "trap-01:000000000"}
+    bad = client.post("/api/v1/media", data=upload, files={"file": ("x.jpg", photo)})
+    assert bad.status_code == 401
+    headers = {"Authorization": f"Bearer {UPLOAD}"}
+    first = client.post("/api/v1/media", data=upload, files={"file": ("x.jpg", photo)}, headers=headers)
+    again = client.post("/api/v1/media", data=upload, files={"file": ("x.jpg", photo)}, headers=headers)
+    assert first.json()["stored"] is True
+    assert again.json()["stored"] is False  # content-addressed: same bytes, one file
+    other = client.post("/api/v1/media", data={**upload, "detection_id": "trap-02:000000001"},
+                        files={"file": ("x.jpg", photo)}, headers=headers)  # fmt: skip
+    assert other.status_code == 403
+    text = client.post("/api/v1/media", data=upload, files={"file": ("x.txt", b"hello")}, headers=headers)
+    assert text.status_code == 415
+    sha = first.json()["sha256"]
+    got = client.get(f"/api/v1/media/{sha}", headers={"Authorization": f"Bearer {VIEWER}"})
+    assert got.content == photo
+    frame = _get(client, "/detections", device_id="trap-01", limit=100)["items"][-1]
+    assert frame["media"] == {"thumbnail": sha}
