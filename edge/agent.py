@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from edge import __version__
 from edge.backends import ModelLoadError
 from edge.bursts import BurstGrouper, BurstState
@@ -18,12 +20,15 @@ from edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
 from edge.detector import Detector
 from edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from edge.imaging import BadImageError, decode_image, is_night
+from edge.pictures import crops, thumbnail
 from edge.publisher import MqttPublisher
 from edge.quarantine import Quarantine
 from edge.sources import Frame, FrameSource, make_source
-from edge.spool import PRIORITY_EMPTY_FRAME, DetectionSpool, OutboundMessage, SpoolError
+from edge.spool import PRIORITY_EMPTY_FRAME, DetectionSpool, OutboundMessage, PendingUpload, SpoolError
+from edge.uploader import PictureUploader
 from trapline.bundle import BundleError, verify_bundle
 from trapline.contracts import (
+    Detection,
     DetectionMessage,
     DeviceState,
     Heartbeat,
@@ -97,6 +102,8 @@ class Agent:
             BurstState.from_json(self.spool.get_state(_BURSTS)),
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
+        self.uploader = PictureUploader(config.upload, self.spool)
+        self.spool.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.stop_event = threading.Event()
         self.frame_ms: list[float] = []  # decode -> spooled, per frame (benchmarks read it)
         self.last_inference_ms = 0.0
@@ -156,8 +163,9 @@ class Agent:
         )
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         try:
-            self.spool.put(outgoing, processed_key=frame.key, state=state)
-        except SpoolError as exc:
+            pictures = self._pictures(message.id, data, image, result.detections)
+            self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
+        except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan
             self.bursts.state = saved_bursts
             self.counters.spool_errors += 1
@@ -168,12 +176,36 @@ class Agent:
         self.counters.frames_processed += 1
         self.frame_ms.append((time.perf_counter() - started) * 1000.0)
         self.publisher.notify()
+        if pictures:
+            self.uploader.notify()
         log.debug(
             "%s: %d detection(s) in %.1f ms",
             frame.name,
             len(result.detections),
             result.inference_ms,
         )
+
+    def _pictures(
+        self, detection_id: str, data: bytes, image: np.ndarray, detections: list[Detection]
+    ) -> list[PendingUpload]:
+        """Write the pictures to send for this frame (only frames with a detection)."""
+        mode = self.config.upload.mode
+        if mode == "none" or not detections:
+            return []
+        blobs: list[tuple[str, bytes]] = [
+            ("crop", c) for c in crops(image, detections, self.config.upload.crop_margin)
+        ]
+        if mode == "thumbnails":
+            blobs.append(("thumbnail", thumbnail(image, self.config.upload.thumbnail_px)))
+        elif mode == "frames":
+            blobs.append(("frame", data))
+        stem = detection_id.replace(":", "_")
+        pending = []
+        for index, (kind, blob) in enumerate(blobs):
+            path = self.spool.uploads_dir / f"{stem}-{kind}-{index}.jpg"
+            path.write_bytes(blob)  # an orphan after a crash is harmless: no row points at it
+            pending.append(PendingUpload(detection_id, kind, path, len(blob)))
+        return pending
 
     def _quarantine(self, frame: Frame, reason: str) -> None:
         self.counters.frames_quarantined += 1
@@ -218,6 +250,7 @@ class Agent:
     def run(self, drain_timeout_s: float = float("inf")) -> int:
         """Process frames until stopped or the source is exhausted; then drain the spool."""
         self.publisher.start()
+        self.uploader.start()
         sd_notify("READY=1")
         watchdog_s = watchdog_interval_s()
         next_heartbeat = next_watchdog = 0.0
@@ -245,6 +278,7 @@ class Agent:
                 )
                 self._wait_drained(drain_timeout_s, watchdog_s)
             sd_notify("STOPPING=1")
+            self.uploader.stop()
             self.publisher.stop("stopped")
             self.spool.close()
         log.info(

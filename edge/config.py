@@ -18,6 +18,8 @@ from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
 PASSWORD_CREDENTIAL = "mqtt-password"  # noqa: S105 - a file name
+UPLOAD_TOKEN_ENV = "TRAPLINE_UPLOAD_TOKEN"  # noqa: S105 - a variable name
+UPLOAD_TOKEN_CREDENTIAL = "upload-token"  # noqa: S105 - a file name
 PACKAGED_MODELS = Path(__file__).parent / "models"
 # the fine-tuned camera-trap model, a signed bundle (see its report.md)
 PACKAGED_MODEL = PACKAGED_MODELS / "trapline-nano"
@@ -110,6 +112,34 @@ class SpoolConfig(_Section):
     )
 
 
+class UploadConfig(_Section):
+    url: str | None = Field(None, description="the server's base URL, e.g. https://trapline.example.org")
+    mode: Literal["none", "crops", "thumbnails", "frames"] = Field(
+        "none", description="what to send for frames with a detection"
+    )
+    daily_bytes: int = Field(50 * 1024 * 1024, gt=0, description="upload budget per UTC day (slow links)")
+    max_queue_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="pictures kept while offline; the oldest go first when full"
+    )
+    thumbnail_px: int = Field(640, ge=64, description="longest side of a thumbnail")
+    crop_margin: float = Field(0.15, ge=0, le=1, description="context around a crop, share of the box")
+    backoff_max_s: float = Field(300, gt=0, description="longest wait between failed uploads")
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> UploadConfig:
+        if self.mode != "none" and not self.url:
+            raise ValueError(f"upload mode {self.mode!r} needs a url")
+        return self
+
+    def token(self) -> str | None:
+        if value := os.environ.get(UPLOAD_TOKEN_ENV):
+            return value
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / UPLOAD_TOKEN_CREDENTIAL).is_file():
+            return (Path(credentials) / UPLOAD_TOKEN_CREDENTIAL).read_text().strip()
+        return None
+
+
 class BurstConfig(_Section):
     gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
 
@@ -121,6 +151,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
+    upload: UploadConfig = Field(default_factory=UploadConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )

@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id);
 CREATE TABLE IF NOT EXISTS processed (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    detection_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 # priorities: what to drop first when the spool is full
@@ -52,6 +60,21 @@ class OutboundMessage:
     payload: bytes
     qos: int = 1
     priority: int = PRIORITY_NORMAL
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A picture already written to `path` (in the spool's folder), waiting for the server."""
+
+    detection_id: str
+    kind: str
+    path: Path
+    bytes: int
+
+
+@dataclass(frozen=True)
+class QueuedUpload(PendingUpload):
+    id: int
 
 
 @dataclass(frozen=True)
@@ -86,13 +109,19 @@ class DetectionSpool:
             log.info("spool %s holds %d unsent messages (%d bytes)", path, self._depth, self._bytes)
 
     # --- what the agent does -------------------------------------------------------------------
+    @property
+    def uploads_dir(self) -> Path:
+        return self.path.parent / "uploads"
+
     def put(
         self,
         messages: Sequence[OutboundMessage],
         processed_key: str | None = None,
         state: dict[str, str] | None = None,
+        uploads: Sequence[PendingUpload] = (),
     ) -> None:
-        """Store messages, mark `processed_key` done and save `state`, all or nothing."""
+        """Store messages (and pictures to upload), mark `processed_key` done and save `state`,
+        all or nothing."""
         size = sum(len(m.payload) for m in messages)
         with self._lock:
             try:
@@ -117,6 +146,10 @@ class DetectionSpool:
                         "INSERT OR IGNORE INTO processed (key, at) VALUES (?, ?)",
                         (processed_key, time.time()),
                     )
+                self._db.executemany(
+                    "INSERT INTO uploads (detection_id, kind, path, bytes, created) VALUES (?, ?, ?, ?, ?)",
+                    [(u.detection_id, u.kind, str(u.path), u.bytes, time.time()) for u in uploads],
+                )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -204,6 +237,44 @@ class DetectionSpool:
                 return
             self._depth -= deleted
             self._bytes -= freed
+
+    # --- what the uploader does ----------------------------------------------------------------
+    def next_upload(self) -> QueuedUpload | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, detection_id, kind, path, bytes FROM uploads ORDER BY id LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return QueuedUpload(str(row[1]), str(row[2]), Path(row[3]), int(row[4]), int(row[0]))
+
+    def finish_upload(self, upload: QueuedUpload) -> None:
+        """Sent (or refused for good): forget the row, then the file."""
+        with self._lock:
+            self._db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
+        upload.path.unlink(missing_ok=True)
+
+    def trim_uploads(self, max_bytes: int) -> int:
+        """Drop the oldest pictures beyond `max_bytes`; returns how many were dropped."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, path, bytes FROM uploads ORDER BY id DESC").fetchall()
+            total, victims = 0, []
+            for row_id, path, size in rows:
+                total += int(size)
+                if total > max_bytes:
+                    victims.append((int(row_id), Path(path)))
+            self._db.executemany("DELETE FROM uploads WHERE id = ?", [(v[0],) for v in victims])
+        for _, path in victims:
+            path.unlink(missing_ok=True)
+        return len(victims)
+
+    def upload_backlog(self) -> tuple[int, int]:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM uploads").fetchone()
+        return int(row[0]), int(row[1])
+
+    def set_state(self, values: dict[str, str]) -> None:
+        self.put([], state=values)
 
     @property
     def depth(self) -> int:

@@ -54,7 +54,7 @@ def _edge_check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from trapline.demo import run_demo
 
-    return run_demo(frames=args.frames)
+    return run_demo(frames=args.frames, seconds=args.seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_server(commands)
 
     demo = commands.add_parser("demo", help="broker + agents replaying the sample photos")
-    demo.add_argument("--frames", type=int, default=40, help="frames each trap replays")
+    demo.add_argument("--frames", type=int, default=200, help="frames each trap replays")
+    demo.add_argument("--seconds", type=float, help="stop after this long (default: run until Ctrl-C)")
     demo.set_defaults(handler=_demo)
     return parser
 

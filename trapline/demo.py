@@ -1,127 +1,150 @@
-"""`make demo`: a real Mosquitto, two traps replaying the sample photos through the real agent,
-and a subscriber that shows what the fleet published."""
+"""`make demo`: Mosquitto with per-trap credentials, the server (API + dashboard + ingest), and
+two traps replaying the sample photos through the real agent. Prints the dashboard URL and a
+login token, then runs until Ctrl-C (or `--seconds`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections import Counter, defaultdict
+import urllib.request
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-
-from trapline.broker import MosquittoBroker
+from trapline.broker import MosquittoBroker, free_port
 
 log = logging.getLogger(__name__)
 
-SAMPLES = Path(__file__).resolve().parent.parent / "edge" / "samples"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "edge" / "samples"
 TRAPS = ("trap-01", "trap-02")
+INGEST_USER = "trapline-ingest"
 
 
-class FleetListener:
-    """Subscribes to every trap's topics and keeps what arrived."""
-
-    def __init__(self, port: int) -> None:
-        self.messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.status: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-listener")
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("trapline/+/+", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        _, device, kind = msg.topic.split("/", 2)
-        payload = json.loads(msg.payload)
-        with self._lock:
-            if kind == "status":
-                self.status[device] = payload["state"]
-            else:
-                self.messages[f"{device}/{kind}"].append(payload)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+def _cli(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "trapline.cli", "--log-level", "warning", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
 
 
-def _write_config(workdir: Path, device: str, port: int, frames: int) -> Path:
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trapline.cli", "--log-level", "info", *args],
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
+        )
+
+
+def _trap_config(workdir: Path, device: str, port: int, api_url: str, frames: int) -> Path:
     config = {
         "device_id": device,
         "source": {
-            "type": "replay",
-            "files": [str(SAMPLES)],
-            "count": frames,
-            "interval_s": 0.2,
-            "burst_size": 4,
-            "burst_pause_s": 1.5,
-            "run_name": "demo",
+            "type": "replay", "files": [str(SAMPLES)], "count": frames, "interval_s": 1.0,
+            "burst_size": 3, "burst_pause_s": 8.0, "run_name": "demo",
         },
-        "mqtt": {"host": "127.0.0.1", "port": port},
+        "mqtt": {"host": "127.0.0.1", "port": port, "username": device},
+        "upload": {"url": api_url, "mode": "thumbnails"},
         "spool": {"path": str(workdir / device / "spool.sqlite")},
         "quarantine_dir": str(workdir / device / "quarantine"),
-        "bursts": {"gap_s": 1.0},
-        "heartbeat_interval_s": 5,
-    }
-    path = workdir / f"{device}.yaml"
-    path.write_text(yaml.safe_dump(config))
+        "heartbeat_interval_s": 10,
+    }  # fmt: skip
+    path = workdir / f"{device}.json"
+    path.write_text(json.dumps(config, indent=1))
     return path
 
 
-def run_demo(frames: int = 40) -> int:
-    """Run the demo and print a summary (CLI output)."""
-    with tempfile.TemporaryDirectory(prefix="trapline-demo-") as tmp:
-        workdir = Path(tmp)
-        with MosquittoBroker(workdir / "broker") as broker:
-            listener = FleetListener(broker.port)
-            print(f"Mosquitto on 127.0.0.1:{broker.port}; {len(TRAPS)} traps replay {frames} frames each")
-            agents = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "trapline.cli",
-                        "--log-level",
-                        "warning",
-                        "edge",
-                        "run",
-                        "--config",
-                        str(_write_config(workdir, device, broker.port, frames)),
-                    ],
-                    env={**os.environ},
-                )
-                for device in TRAPS
-            ]
-            codes = [agent.wait() for agent in agents]
-            time.sleep(0.5)
-            listener.close()
-        _print_summary(listener, frames)
-        return 0 if all(code == 0 for code in codes) else 1
+def _wait_http(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - our own loopback server
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
 
 
-def _print_summary(listener: FleetListener, frames: int) -> None:
-    print()
-    print(f"{'trap':10s} {'status':8s} {'frames':>7s} {'with animal':>12s} {'sequences':>10s}  categories")
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | None = None) -> int:
+    """Start everything, print where to look (CLI output), run until stopped."""
+    workdir = (workdir or ROOT / "var" / "demo").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in workdir.glob("*"):  # a fresh demo every time
+        if stale.is_file():
+            stale.unlink()
+    api_port = free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    ingest_password = os.urandom(12).hex()
+    env = {
+        **os.environ,
+        "TRAPLINE_SERVER_DATABASE_URL": f"sqlite:///{workdir / 'trapline.sqlite'}",
+        "TRAPLINE_SERVER_DATA_DIR": str(workdir / "data"),
+        "TRAPLINE_SERVER_MQTT_HOST": "127.0.0.1",
+        "TRAPLINE_SERVER_MQTT_USERNAME": INGEST_USER,
+        "TRAPLINE_SERVER_MQTT_PASSWORD": ingest_password,
+    }
+    _cli("server", "migrate", env=env)
+    credentials: dict[str, tuple[str, str]] = {}
     for device in TRAPS:
-        detections = listener.messages[f"{device}/detections"]
-        ids = {m["id"] for m in detections}
-        cats: Counter[str] = Counter(d["category"] for m in detections for d in m["detections"])
-        animal_frames = sum(any(d["category"] == "animal" for d in m["detections"]) for m in detections)
-        sequences = len(listener.messages[f"{device}/sequences"])
-        print(
-            f"{device:10s} {listener.status.get(device, '?'):8s} {len(ids):>4d}/{frames:<3d}"
-            f" {animal_frames:>11d} {sequences:>10d}  {dict(cats)}"
-        )
-    sample = next(iter(listener.messages.get(f"{TRAPS[0]}/detections", [])), None)
-    if sample:
-        print("\nOne detection message as published:")
-        print(json.dumps(sample, indent=1)[:1500])
+        out = _cli("server", "device", "add", device, "--name", f"Demo {device}", env=env)
+        mqtt_password = out.split("password ")[1].split()[0]
+        upload_token = out.split("upload token ")[1].split()[0]
+        credentials[device] = (mqtt_password, upload_token)
+    login = _cli("server", "token", "create", "demo-admin", "--role", "admin", env=env).strip()
+    _cli("server", "mqtt-auth", "--out", str(workdir / "mqtt"), env=env)
+    mqtt_dir = workdir / "mqtt"
+    auth = f"allow_anonymous false\npassword_file {mqtt_dir / 'passwd'}\nacl_file {mqtt_dir / 'acl'}\n"
+    processes: list[subprocess.Popen[bytes]] = []
+    with MosquittoBroker(workdir / "broker", extra_config=auth) as broker:
+        env["TRAPLINE_SERVER_MQTT_PORT"] = str(broker.port)
+        try:
+            processes.append(_spawn(["server", "api", "--port", str(api_port)], env, workdir / "api.log"))
+            processes.append(_spawn(["server", "ingest"], env, workdir / "ingest.log"))
+            _wait_http(f"{api_url}/login", 60)
+            time.sleep(1.0)  # the ingest worker subscribes before traps publish
+            for device in TRAPS:
+                trap_env = {
+                    **os.environ,
+                    "TRAPLINE_MQTT_PASSWORD": credentials[device][0],
+                    "TRAPLINE_UPLOAD_TOKEN": credentials[device][1],
+                }
+                config = _trap_config(workdir, device, broker.port, api_url, frames)
+                processes.append(
+                    _spawn(["edge", "run", "--config", str(config)], trap_env, workdir / f"{device}.log")
+                )
+            print(f"\nTrapline demo is running (logs and data in {workdir}).")
+            print(f"  Dashboard: {api_url}/")
+            print(f"  Log in with the token: {login}")
+            print(f"  API docs:  {api_url}/docs")
+            print(f"Two traps replay {frames} sample frames each. Press Ctrl-C to stop.\n", flush=True)
+            deadline = time.monotonic() + seconds if seconds else None
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("stopping the demo")
+        finally:
+            # traps first, so the server still hears their "stopped"
+            _stop([p for p in processes if p.args[-3:-1] == ["run", "--config"]])
+            time.sleep(1.0)
+            _stop(processes)
+    return 0

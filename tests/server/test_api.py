@@ -23,6 +23,12 @@ from tests.server.conftest import detection_payload, settings_for
 ADMIN, VIEWER, UPLOAD = "admin-token-0123456789", "viewer-token-0123456789", "upload-token-trap-01"
 
 
+def _accepted(topic: str, payload: bytes) -> Accepted:
+    verdict = validate("trapline", topic, payload, 10**6)
+    assert isinstance(verdict, Accepted), verdict
+    return verdict
+
+
 def seed(app: Any) -> None:
     sessions = app.state.sessions
     now = datetime.now(UTC)
@@ -34,15 +40,23 @@ def seed(app: Any) -> None:
     messages: list[Accepted] = []
     for n in range(30):  # trap-01: animals; every 5th frame also a person; frames 1 h apart over 2 days
         cats = ("animal", "person") if n % 5 == 0 else ("animal",)
-        messages.append(validate("trapline", "trapline/trap-01/detections", detection_payload("trap-01", n * 3600, cats), 10**6))  # type: ignore[arg-type]
+        messages.append(
+            _accepted("trapline/trap-01/detections", detection_payload("trap-01", n * 3600, cats))
+        )
     for n in range(5):
-        messages.append(validate("trapline", "trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)), 10**6))  # type: ignore[arg-type]
+        messages.append(
+            _accepted("trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)))
+        )
     status = {"state": "online", "ts": now.isoformat(), "agent_version": "0.1.0"}
-    messages.append(validate("trapline", "trapline/trap-01/status", json.dumps(status).encode(), 10**6))  # type: ignore[arg-type]
-    old = {**status, "state": "offline", "ts": (now - timedelta(hours=1)).isoformat()}  # late and older: ignored
-    messages.append(validate("trapline", "trapline/trap-01/status", json.dumps(old).encode(), 10**6))  # type: ignore[arg-type]
+    messages.append(_accepted("trapline/trap-01/status", json.dumps(status).encode()))
+    old = {
+        **status,
+        "state": "offline",
+        "ts": (now - timedelta(hours=1)).isoformat(),
+    }  # late and older: ignored
+    messages.append(_accepted("trapline/trap-01/status", json.dumps(old).encode()))
     offline = {**status, "state": "offline"}
-    messages.append(validate("trapline", "trapline/trap-02/status", json.dumps(offline).encode(), 10**6))  # type: ignore[arg-type]
+    messages.append(_accepted("trapline/trap-02/status", json.dumps(offline).encode()))
     assert all(isinstance(m, Accepted) for m in messages)
     with transaction(sessions) as session:
         store_batch(session, messages, [("trapline/x/detections", "not JSON", b"{")])
@@ -66,7 +80,9 @@ def _get(client: TestClient, path: str, token: str = VIEWER, **params: Any) -> A
 def test_tokens_and_roles(client: TestClient) -> None:
     assert client.get("/api/v1/devices").status_code == 401
     assert client.get("/api/v1/devices", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert client.get("/api/v1/dead-letters", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 403
+    assert (
+        client.get("/api/v1/dead-letters", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 403
+    )
     dead = _get(client, "/dead-letters", ADMIN)
     assert [d["reason"] for d in dead] == ["not JSON"]
     assert client.get("/openapi.json").json()["info"]["title"] == "Trapline"
@@ -77,7 +93,9 @@ def test_devices_report_health_from_status(client: TestClient) -> None:
     assert devices["trap-01"]["health"] == "online"  # the older "offline" arrived late and lost
     assert devices["trap-02"]["health"] == "offline"
     assert _get(client, "/devices/trap-02")["state"] == "offline"
-    assert client.get("/api/v1/devices/nope", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 404
+    assert (
+        client.get("/api/v1/devices/nope", headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 404
+    )
 
 
 def test_detection_filters_and_cursor_pagination(client: TestClient) -> None:
@@ -102,7 +120,9 @@ def test_detection_filters_and_cursor_pagination(client: TestClient) -> None:
 
 
 def test_daily_counts(client: TestClient) -> None:
-    counts = {(c["day"], c["device_id"], c["category"]): c["detections"] for c in _get(client, "/counts/daily")}
+    counts = {
+        (c["day"], c["device_id"], c["category"]): c["detections"] for c in _get(client, "/counts/daily")
+    }
     # trap-01 frames at 03:00 + n hours, n = 0..29: 21 on the 22nd, 9 on the 23rd
     assert counts[("2026-11-22", "trap-01", "animal")] == 21
     assert counts[("2026-11-23", "trap-01", "animal")] == 9

@@ -1,0 +1,134 @@
+"""Sends queued pictures to the server over HTTP, oldest first, until the server confirms.
+
+Failures back off exponentially (capped); a daily byte budget protects slow or metered links
+(pictures wait for the next UTC day, they are not dropped); only the queue's own size limit
+drops the oldest pictures. Standard library HTTP only: the Pi installs nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+
+from edge.config import UploadConfig
+from edge.spool import DetectionSpool, QueuedUpload
+
+log = logging.getLogger(__name__)
+
+_BUDGET_DAY, _BUDGET_BYTES = "upload_day", "upload_bytes_today"
+# answers that will not change by retrying: drop the picture, log why
+_PERMANENT = {400, 403, 413, 415, 422}
+
+
+def _multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+class PictureUploader:
+    def __init__(self, config: UploadConfig, spool: DetectionSpool) -> None:
+        self.config = config
+        self.spool = spool
+        self.token = config.token()
+        self.sent = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="uploader", daemon=True)
+
+    def start(self) -> None:
+        if self.config.mode != "none":
+            if not self.token:
+                log.warning("upload mode %s but no upload token (TRAPLINE_UPLOAD_TOKEN)", self.config.mode)
+            self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _budget_left(self, size: int) -> bool:
+        today = datetime.now(UTC).date().isoformat()
+        if self.spool.get_state(_BUDGET_DAY) != today:
+            self.spool.set_state({_BUDGET_DAY: today, _BUDGET_BYTES: "0"})
+        used = int(self.spool.get_state(_BUDGET_BYTES) or 0)
+        return used + size <= self.config.daily_bytes
+
+    def _send(self, upload: QueuedUpload) -> int:
+        data = upload.path.read_bytes()
+        body, content_type = _multipart(
+            {"kind": upload.kind, "detection_id": upload.detection_id}, upload.path.name, data
+        )
+        request = urllib.request.Request(  # noqa: S310 - the configured server URL
+            f"{(self.config.url or '').rstrip('/')}/api/v1/media",
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type, "Authorization": f"Bearer {self.token or ''}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                json.loads(response.read())
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def _loop(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            self.dropped += self.spool.trim_uploads(self.config.max_queue_bytes)
+            upload = self.spool.next_upload()
+            if upload is None:
+                self._wake.wait(5)
+                self._wake.clear()
+                continue
+            if not upload.path.exists():
+                self.spool.finish_upload(upload)
+                continue
+            if not self._budget_left(upload.bytes):
+                self._stop.wait(60)  # over today's budget: wait for tomorrow, keep the pictures
+                continue
+            try:
+                status = self._send(upload)
+            except OSError as exc:
+                status, self.last_error = 0, f"upload failed: {exc}"
+            if status == 200:
+                used = int(self.spool.get_state(_BUDGET_BYTES) or 0)
+                self.spool.set_state({_BUDGET_BYTES: str(used + upload.bytes)})
+                self.spool.finish_upload(upload)
+                self.sent += 1
+                delay = 1.0
+            elif status in _PERMANENT:
+                log.error(
+                    "server refused picture %s for good (HTTP %d); dropping it", upload.path.name, status
+                )
+                self.spool.finish_upload(upload)
+                self.dropped += 1
+            else:
+                self.last_error = self.last_error if status == 0 else f"upload: HTTP {status}"
+                log.warning(
+                    "upload of %s failed (%s); retrying in %.0f s", upload.path.name, self.last_error, delay
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
