@@ -115,6 +115,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
     mqtt_dir = workdir / "mqtt"
     auth = f"allow_anonymous false\npassword_file {mqtt_dir / 'passwd'}\nacl_file {mqtt_dir / 'acl'}\n"
     processes: list[subprocess.Popen[bytes]] = []
+    traps: list[subprocess.Popen[bytes]] = []
     with MosquittoBroker(workdir / "broker", extra_config=auth) as broker:
         env["TRAPLINE_SERVER_MQTT_PORT"] = str(broker.port)
         try:
@@ -129,7 +130,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
                     "TRAPLINE_UPLOAD_TOKEN": credentials[device][1],
                 }
                 config = _trap_config(workdir, device, broker.port, api_url, frames)
-                processes.append(
+                traps.append(
                     _spawn(["edge", "run", "--config", str(config)], trap_env, workdir / f"{device}.log")
                 )
             print(f"\nTrapline demo is running (logs and data in {workdir}).")
@@ -144,7 +145,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
             print("stopping the demo")
         finally:
             # traps first, so the server still hears their "stopped"
-            _stop([p for p in processes if p.args[-3:-1] == ["run", "--config"]])
+            _stop(traps)
             time.sleep(1.0)
             _stop(processes)
     return 0

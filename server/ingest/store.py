@@ -21,9 +21,10 @@ def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key
         return set()
     dialect = session.get_bind().dialect.name
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = make(table).values(rows).on_conflict_do_nothing(index_elements=[key])
-    result = session.execute(statement.returning(getattr(table.c, key)))
-    return {row[0] for row in result}
+    # executemany + RETURNING: one cached statement ("insertmanyvalues"), not a fresh
+    # 10,000-parameter VALUES list compiled for every batch
+    statement = make(table).on_conflict_do_nothing(index_elements=[key]).returning(getattr(table.c, key))
+    return {row[0] for row in session.execute(statement, rows)}
 
 
 def _known_devices(session: Session, device_ids: set[str], now: datetime, auto_register: bool) -> set[str]:
