@@ -22,9 +22,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed
 
+# mosquitto: the broker; postgresql and chromium: database and dashboard tests (skipped if absent)
 system-deps:
-	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; }
+	@{ command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null && test -d /usr/lib/postgresql && \
+	  command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto postgresql chromium; }
 
 demo: system-deps venv
 	$(PY) -m trapline.cli demo

@@ -56,6 +56,13 @@ def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from server.jobs import run_worker
+
+    run_worker(_settings(), workers=args.workers)
+    return 0
+
+
 def _device_add(args: argparse.Namespace) -> int:
     from server.db import make_engine, session_factory, transaction
     from server.models import Device
@@ -116,11 +123,35 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_add(args: argparse.Namespace) -> int:
+    from server.db import make_engine, session_factory, transaction
+    from server.models import ModelVersion
+    from trapline.bundle import verify_bundle
+
+    settings = _settings()
+    manifest = verify_bundle(args.bundle, settings.release_public_key)
+    with transaction(session_factory(make_engine(settings.database_url))) as session:
+        session.add(
+            ModelVersion(
+                name=manifest.name,
+                version=manifest.version,
+                sha256=manifest.files[manifest.model_file],
+                metrics=manifest.metrics,
+                created_at=datetime.now(UTC),
+            )
+        )
+    print(f"registered {manifest.name} v{manifest.version}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     server = commands.add_parser("server", help="the fleet server (settings: TRAPLINE_SERVER_* variables)")
     sub = server.add_subparsers(dest="server_command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=_migrate)
     sub.add_parser("ingest", help="run an MQTT ingest worker until stopped").set_defaults(handler=_ingest)
+    worker = sub.add_parser("worker", help="run background jobs (dataset exports) until stopped")
+    worker.add_argument("--workers", type=int, default=1)
+    worker.set_defaults(handler=_worker)
     api = sub.add_parser("api", help="serve the API and dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -135,6 +166,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     create.add_argument("name")
     create.add_argument("--role", choices=["admin", "viewer"], default="viewer")
     create.set_defaults(handler=_token_create)
+    model = sub.add_parser("model", help="model versions").add_subparsers(dest="model_command", required=True)
+    model_add = model.add_parser("add", help="register a signed bundle (verified) and its metrics")
+    model_add.add_argument("bundle", type=Path)
+    model_add.set_defaults(handler=_model_add)
     auth = sub.add_parser("mqtt-auth", help="write Mosquitto's password file and ACL")
     auth.add_argument("--out", type=Path, required=True)
     auth.set_defaults(handler=_mqtt_auth)

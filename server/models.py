@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,10 +81,12 @@ class Deployment(Base):
 
 
 class Media(Base):
-    """Pictures uploaded by traps, stored content-addressed (media/<sha256[:2]>/<sha256>)."""
+    """A picture uploaded by a trap for a detection. The bytes are stored once, content-addressed
+    (media/<sha256[:2]>/<sha256>); identical pictures of two frames are two rows, one file."""
 
     __tablename__ = "media"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # frame / thumbnail / crop
     detection_id: Mapped[str | None] = mapped_column(String(160), index=True)
@@ -92,6 +95,8 @@ class Media(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     uploaded_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("sha256", "detection_id", "kind", name="uq_media_link"),)
 
 
 class DetectionFrame(Base):

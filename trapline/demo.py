@@ -111,6 +111,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         upload_token = out.split("upload token ")[1].split()[0]
         credentials[device] = (mqtt_password, upload_token)
     login = _cli("server", "token", "create", "demo-admin", "--role", "admin", env=env).strip()
+    _cli("server", "model", "add", str(ROOT / "edge" / "models" / "trapline-nano"), env=env)
     _cli("server", "mqtt-auth", "--out", str(workdir / "mqtt"), env=env)
     mqtt_dir = workdir / "mqtt"
     auth = f"allow_anonymous false\npassword_file {mqtt_dir / 'passwd'}\nacl_file {mqtt_dir / 'acl'}\n"

@@ -32,6 +32,17 @@ class ServerSettings(BaseSettings):
     auto_register: bool = Field(False, description="accept messages from devices nobody registered")
     max_payload_bytes: int = Field(256 * 1024, gt=0, description="larger messages are dead letters")
     stale_after_s: float = Field(3 * 3600, gt=0, description="a trap silent this long is stale")
+    inference_model: Path = Field(
+        Path(__file__).resolve().parents[2] / "edge" / "models" / "trapline-nano",
+        description="bundle the inference endpoint runs",
+    )
+    release_public_key: Path = Field(
+        Path(__file__).resolve().parents[2] / "edge" / "models" / "trapline-release.pub",
+        description="public key model bundles must be signed with",
+    )
+    task_queue: str = Field(
+        "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
+    )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
 
     @property

@@ -150,3 +150,21 @@ def test_media_upload_by_device_and_download(client: TestClient) -> None:
     assert got.content == photo
     frame = _get(client, "/detections", device_id="trap-01", limit=100)["items"][-1]
     assert frame["media"] == {"thumbnail": sha}
+
+
+def test_inference_endpoint_runs_the_current_model(client: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    photo = (SAMPLES / "cougar-39858-0.jpg").read_bytes()
+    result = client.post("/api/v1/inference", files={"file": ("c.jpg", photo)}, headers=headers)
+    assert result.status_code == 200, result.text
+    body = result.json()
+    assert body["model"]["name"] == "trapline-nano"
+    assert (body["width"], body["height"]) == (1920, 1080)
+    assert [d["category"] for d in body["detections"]] == ["animal"]
+    picture = client.post("/api/v1/inference/annotated", files={"file": ("c.jpg", photo)}, headers=headers)
+    assert picture.headers["content-type"] == "image/jpeg"
+    assert picture.content[:3] == b"\xff\xd8\xff"
+    assert picture.content != photo
+    bad = client.post("/api/v1/inference", files={"file": ("c.jpg", photo[:5000])}, headers=headers)
+    assert bad.status_code == 415
+    assert "truncated" in bad.json()["detail"]

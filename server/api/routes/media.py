@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 
 from server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
 from server.api.schemas import MediaOut
@@ -60,7 +61,10 @@ async def upload(
     if data[:3] != b"\xff\xd8\xff" and data[:8] != b"\x89PNG\r\n\x1a\n":
         raise HTTPException(415, "only JPEG or PNG")
     digest, stored = store_bytes(settings.media_dir, data)
-    if session.get(Media, digest) is None:
+    link = select(Media.id).where(
+        Media.sha256 == digest, Media.detection_id == detection_id, Media.kind == kind
+    )
+    if session.scalar(link) is None:
         session.add(
             Media(
                 sha256=digest,
@@ -78,7 +82,7 @@ async def upload(
 
 @router.get("/{sha256}")
 def download(sha256: str, session: SessionDep, settings: SettingsDep, _user: UserDep) -> FileResponse:
-    item = session.get(Media, sha256)
+    item = session.scalar(select(Media).where(Media.sha256 == sha256).limit(1))
     if item is None or not media_path(settings.media_dir, sha256).exists():
         raise HTTPException(404, "no such media")
     return FileResponse(media_path(settings.media_dir, sha256), media_type=item.content_type)

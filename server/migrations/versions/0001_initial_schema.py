@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 06:59:09.540685
+Create Date: 2026-11-22 07:21:59.114437
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def upgrade() -> None:
 
     op.create_table(
         "media",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -159,11 +160,13 @@ def upgrade() -> None:
             ["device_id"],
             ["devices.id"],
         ),
-        sa.PrimaryKeyConstraint("sha256"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("sha256", "detection_id", "kind", name="uq_media_link"),
     )
     with op.batch_alter_table("media", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_media_detection_id"), ["detection_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_media_device_id"), ["device_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_media_sha256"), ["sha256"], unique=False)
 
     op.create_table(
         "releases",
@@ -245,6 +248,7 @@ def downgrade() -> None:
     op.drop_table("sequences")
     op.drop_table("releases")
     with op.batch_alter_table("media", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_media_sha256"))
         batch_op.drop_index(batch_op.f("ix_media_device_id"))
         batch_op.drop_index(batch_op.f("ix_media_detection_id"))
 

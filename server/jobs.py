@@ -1,0 +1,159 @@
+"""Background jobs on Huey: SQLite storage by default (one machine, nothing to set up), Redis
+when workers run on other machines (`TRAPLINE_SERVER_TASK_QUEUE=redis://...`).
+
+Huey runs the work; the `jobs` table is what users see (state, progress, result, failure). A job
+left "running" by a worker that died is queued again when a worker starts: jobs are idempotent
+(a dataset ZIP is rebuilt from scratch and replaced atomically).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import uuid
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huey import Huey, RedisHuey, SqliteHuey
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.api.routes.detections import frame_query
+from server.core.config import ServerSettings
+from server.db import make_engine, session_factory, transaction
+from server.models import Detection, DetectionFrame, Job, Media
+
+log = logging.getLogger(__name__)
+CLASSES = ("animal", "person", "vehicle")
+
+
+def make_queue(settings: ServerSettings) -> Huey:
+    if settings.task_queue.startswith("redis://"):
+        return RedisHuey("trapline", url=settings.task_queue)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("trapline", filename=str(settings.data_dir / "tasks.sqlite"))
+
+
+def _update(sessions: sessionmaker[Session], job_id: str, **values: Any) -> None:
+    with transaction(sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id}")
+        for key, value in values.items():
+            setattr(job, key, value)
+        job.updated_at = datetime.now(UTC)
+
+
+def build_dataset_zip(settings: ServerSettings, job_id: str) -> Path:
+    """A YOLO dataset (images, labels, data.yaml) of the frames matching the job's filters."""
+    sessions = session_factory(make_engine(settings.database_url))
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id}")
+        params = dict(job.params)
+    _update(sessions, job_id, state="running", progress=0.0, message=None)
+    since = datetime.fromisoformat(params["since"]) if params.get("since") else None
+    until = datetime.fromisoformat(params["until"]) if params.get("until") else None
+    query = frame_query(params.get("device_id"), params.get("category"), since, until, params.get("min_conf"))
+    with sessions() as session:
+        frames = list(session.scalars(query.order_by(DetectionFrame.captured_at)))
+        pictures = {
+            m.detection_id: m
+            for m in session.scalars(select(Media).where(Media.kind.in_(("frame", "thumbnail"))))
+            if m.detection_id
+        }
+        boxes: dict[str, list[Detection]] = {}
+        for det in session.scalars(select(Detection).where(Detection.frame_id.in_([f.id for f in frames]))):
+            boxes.setdefault(det.frame_id, []).append(det)
+    out_dir = settings.data_dir / "jobs"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{job_id}.zip"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".zip.part")
+    written = skipped = 0
+    with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index, frame in enumerate(frames):
+            media = pictures.get(frame.id)
+            path = settings.media_dir / media.sha256[:2] / media.sha256 if media else None
+            if media is None or path is None or not path.exists():
+                skipped += 1
+            else:
+                stem = frame.id.replace(":", "_")
+                archive.write(path, f"images/train/{stem}.jpg")
+                lines = [
+                    f"{CLASSES.index(d.category)} {d.x + d.w / 2:.6f} {d.y + d.h / 2:.6f} {d.w:.6f} {d.h:.6f}"
+                    for d in boxes.get(frame.id, [])
+                    if d.category in CLASSES
+                ]
+                archive.writestr(f"labels/train/{stem}.txt", "\n".join(lines) + ("\n" if lines else ""))
+                written += 1
+            if index % 20 == 0:
+                _update(sessions, job_id, progress=round(index / max(len(frames), 1), 3))
+        data = {
+            "path": ".",
+            "train": "images/train",
+            "val": "images/train",
+            "names": dict(enumerate(CLASSES)),
+        }
+        archive.writestr("data.yaml", yaml.safe_dump(data, sort_keys=False))
+        readme = io.StringIO()
+        readme.write(f"Trapline dataset export {job_id}\nfilters: {params}\n")
+        readme.write(f"{written} frames with pictures; {skipped} matching frames had no uploaded picture\n")
+        archive.writestr("README.txt", readme.getvalue())
+    os.replace(tmp, target)
+    message = f"{written} frames, {skipped} without pictures"
+    _update(sessions, job_id, state="done", progress=1.0, result_path=str(target), message=message)
+    return target
+
+
+def register_tasks(queue: Huey, settings: ServerSettings) -> Any:
+    @queue.task(retries=1, retry_delay=5, name="dataset_zip")  # type: ignore[untyped-decorator]
+    def dataset_zip(job_id: str) -> str:
+        sessions = session_factory(make_engine(settings.database_url))
+        try:
+            return str(build_dataset_zip(settings, job_id))
+        except Exception as exc:  # recorded for the user, then re-raised for Huey's retry
+            log.exception("job %s failed", job_id)
+            _update(sessions, job_id, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+
+    return dataset_zip
+
+
+def enqueue_dataset_job(
+    settings: ServerSettings, sessions: sessionmaker[Session], params: dict[str, Any]
+) -> str:
+    job_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        session.add(Job(id=job_id, kind="dataset_zip", params=params, state="queued", progress=0.0,
+                        created_at=now, updated_at=now))  # fmt: skip
+    queue = make_queue(settings)
+    register_tasks(queue, settings)(job_id)
+    return job_id
+
+
+def recover_jobs(queue: Huey, settings: ServerSettings, task: Any) -> int:
+    """Queue again the jobs a dead worker left unfinished; returns how many."""
+    sessions = session_factory(make_engine(settings.database_url))
+    pending = {t.args[0] for t in queue.pending() if t.args}
+    with sessions() as session:
+        stuck = [
+            j.id for j in session.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
+            if j.id not in pending
+        ]  # fmt: skip
+    for job_id in stuck:
+        log.warning("job %s was left unfinished by a stopped worker; queueing it again", job_id)
+        task(job_id)
+    return len(stuck)
+
+
+def run_worker(settings: ServerSettings, workers: int = 1) -> None:
+    queue = make_queue(settings)
+    recover_jobs(queue, settings, register_tasks(queue, settings))
+    queue.create_consumer(workers=workers, periodic=False).run()
