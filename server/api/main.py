@@ -7,7 +7,18 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server.api.routes import dead_letters, detections, devices, inference, jobs, media, models, session
+from server.api.routes import (
+    dead_letters,
+    deployments,
+    detections,
+    devices,
+    exports,
+    inference,
+    jobs,
+    media,
+    models,
+    session,
+)
 from server.core.config import ServerSettings
 from server.db import make_engine, session_factory
 from server.web import pages
@@ -24,7 +35,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.database_url)
     app.state.sessions = session_factory(app.state.engine)
     v1 = APIRouter(prefix="/api/v1")
-    for module in (devices, detections, media, models, session, dead_letters, inference, jobs):
+    for module in (
+        devices,
+        detections,
+        media,
+        models,
+        session,
+        dead_letters,
+        inference,
+        jobs,
+        deployments,
+        exports,
+    ):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(pages.router)

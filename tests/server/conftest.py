@@ -8,16 +8,22 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.api.main import create_app
 from server.core.config import ServerSettings
 from server.db import make_engine, session_factory, transaction
+from server.ingest.store import store_batch
+from server.ingest.validate import Accepted, validate
 from server.ingest.worker import IngestWorker
 from server.migrate import upgrade
-from server.models import Device
+from server.models import ApiToken, Device
 from server.postgres_instance import TemporaryPostgres, available
+from server.security import hash_token
 from trapline.broker import MosquittoBroker
 
 _counter = itertools.count()
@@ -103,3 +109,54 @@ def sessions_for() -> Iterator[object]:
     yield make
     for engine in engines:
         engine.dispose()
+
+
+ADMIN, VIEWER, UPLOAD = "admin-token-0123456789", "viewer-token-0123456789", "upload-token-trap-01"
+
+
+def _accepted(topic: str, payload: bytes) -> Accepted:
+    verdict = validate("trapline", topic, payload, 10**6)
+    assert isinstance(verdict, Accepted), verdict
+    return verdict
+
+
+def seed(app: Any) -> None:
+    sessions = app.state.sessions
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        session.add(ApiToken(name="ada", token_hash=hash_token(ADMIN), role="admin", created_at=now))
+        session.add(ApiToken(name="vic", token_hash=hash_token(VIEWER), role="viewer", created_at=now))
+        session.add(Device(id="trap-01", state="unknown", token_hash=hash_token(UPLOAD)))
+        session.add(Device(id="trap-02", state="unknown"))
+    messages: list[Accepted] = []
+    for n in range(30):  # trap-01: animals; every 5th frame also a person; frames 1 h apart over 2 days
+        cats = ("animal", "person") if n % 5 == 0 else ("animal",)
+        messages.append(
+            _accepted("trapline/trap-01/detections", detection_payload("trap-01", n * 3600, cats))
+        )
+    for n in range(5):
+        messages.append(
+            _accepted("trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)))
+        )
+    status = {"state": "online", "ts": now.isoformat(), "agent_version": "0.1.0"}
+    messages.append(_accepted("trapline/trap-01/status", json.dumps(status).encode()))
+    old = {
+        **status,
+        "state": "offline",
+        "ts": (now - timedelta(hours=1)).isoformat(),
+    }  # late and older: ignored
+    messages.append(_accepted("trapline/trap-01/status", json.dumps(old).encode()))
+    offline = {**status, "state": "offline"}
+    messages.append(_accepted("trapline/trap-02/status", json.dumps(offline).encode()))
+    assert all(isinstance(m, Accepted) for m in messages)
+    with transaction(sessions) as session:
+        store_batch(session, messages, [("trapline/x/detections", "not JSON", b"{")])
+
+
+@pytest.fixture
+def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(settings_for(database_url, tmp_path))
+    seed(app)
+    with TestClient(app) as test_client:
+        yield test_client
+    app.state.engine.dispose()

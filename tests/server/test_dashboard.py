@@ -12,8 +12,7 @@ import pytest
 import uvicorn
 
 from server.api.main import create_app
-from tests.server.conftest import settings_for
-from tests.server.test_api import ADMIN, seed
+from tests.server.conftest import ADMIN, seed, settings_for
 from trapline.broker import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -20,8 +20,7 @@ from server.api.main import create_app
 from server.db import transaction
 from server.models import Job
 from tests.conftest import SAMPLES
-from tests.server.conftest import settings_for
-from tests.server.test_api import ADMIN, UPLOAD, VIEWER, seed
+from tests.server.conftest import ADMIN, UPLOAD, VIEWER, seed, settings_for
 
 
 @pytest.fixture

@@ -1,0 +1,52 @@
+"""MegaDetector batch output (format 1.4) of the fleet's detections, for tools that read it
+(Timelapse, the MegaDetector postprocessing scripts, and our own `trapline train prepare`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.models import Detection, DetectionFrame
+
+CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+_IDS = {name: key for key, name in CATEGORIES.items()}
+
+
+def build(session: Session, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    query = select(DetectionFrame).order_by(DetectionFrame.device_id, DetectionFrame.captured_at)
+    if since:
+        query = query.where(DetectionFrame.captured_at >= since)
+    if until:
+        query = query.where(DetectionFrame.captured_at < until)
+    frames = list(session.scalars(query))
+    boxes: dict[str, list[Detection]] = {}
+    for det in session.scalars(select(Detection).where(Detection.frame_id.in_([f.id for f in frames]))):
+        boxes.setdefault(det.frame_id, []).append(det)
+    images = []
+    for frame in frames:
+        dets: list[dict[str, Any]] = [
+            {
+                "category": _IDS[d.category],
+                "conf": round(d.conf, 4),
+                "bbox": [round(v, 4) for v in (d.x, d.y, d.w, d.h)],
+            }
+            for d in boxes.get(frame.id, [])
+            if d.category in _IDS
+        ]
+        images.append(
+            {
+                "file": f"{frame.device_id}/{frame.image_file}",
+                "datetime": frame.captured_at.isoformat(),
+                "detections": dets,
+                "max_detection_conf": max((float(d["conf"]) for d in dets), default=0.0),
+            }
+        )
+    detectors = sorted({f"{f.model_name} v{f.model_version}" for f in frames})
+    return {
+        "info": {"format_version": "1.4", "detector": ", ".join(detectors) or "none"},
+        "detection_categories": CATEGORIES,
+        "images": images,
+    }
