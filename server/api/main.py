@@ -48,6 +48,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         exports,
     ):
         v1.include_router(module.router)
+    v1.include_router(models.releases_router)
     app.include_router(v1)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

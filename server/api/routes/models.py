@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from server.api.deps import SessionDep, UserDep
 from server.api.schemas import ModelOut
-from server.models import ModelVersion
+from server.models import ModelVersion, Release
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -16,3 +19,20 @@ router = APIRouter(prefix="/models", tags=["models"])
 def list_models(session: SessionDep, _user: UserDep) -> list[ModelOut]:
     rows = session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc()))
     return [ModelOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+class ReleaseOut(BaseModel):
+    id: int
+    model_id: int
+    bundle_url: str
+    bundle_sha256: str
+    created_at: datetime
+
+
+releases_router = APIRouter(prefix="/releases", tags=["models"])
+
+
+@releases_router.get("", response_model=list[ReleaseOut])
+def list_releases(session: SessionDep, _user: UserDep) -> list[ReleaseOut]:
+    rows = session.scalars(select(Release).order_by(Release.created_at.desc()))
+    return [ReleaseOut.model_validate(r, from_attributes=True) for r in rows]
