@@ -28,6 +28,16 @@ COCO_STAND_IN = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
 PACKAGED_PUBLIC_KEY = PACKAGED_MODELS / "trapline-release.pub"
 
 
+def secret(env_name: str, credential_name: str) -> str | None:
+    """A secret from the environment, else from a systemd credential (LoadCredential=)."""
+    if value := os.environ.get(env_name):
+        return value
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / credential_name).is_file():
+        return (Path(credentials) / credential_name).read_text().strip()
+    return None
+
+
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid; the message names the field."""
 
@@ -92,12 +102,7 @@ class MqttConfig(_Section):
         return self
 
     def password(self) -> str | None:
-        if value := os.environ.get(PASSWORD_ENV):
-            return value
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / PASSWORD_CREDENTIAL).is_file():
-            return (Path(credentials) / PASSWORD_CREDENTIAL).read_text().strip()
-        return None
+        return secret(PASSWORD_ENV, PASSWORD_CREDENTIAL)
 
 
 class SpoolConfig(_Section):
@@ -132,12 +137,7 @@ class UploadConfig(_Section):
         return self
 
     def token(self) -> str | None:
-        if value := os.environ.get(UPLOAD_TOKEN_ENV):
-            return value
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / UPLOAD_TOKEN_CREDENTIAL).is_file():
-            return (Path(credentials) / UPLOAD_TOKEN_CREDENTIAL).read_text().strip()
-        return None
+        return secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL)
 
 
 class BurstConfig(_Section):

@@ -7,13 +7,13 @@ manifest (`manifest.json` of a bundle, or a sidecar `<model>.json`).
 from __future__ import annotations
 
 import ast
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trapline.contracts import ModelRef
+from trapline.files import file_sha256
 from trapline.manifest import MANIFEST_NAME, ModelManifest, Thresholds
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ def _literal(value: Any) -> Any:
         except (ValueError, SyntaxError):
             return value
     return value
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_manifest(model_path: Path) -> Path | None:

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.api.routes.detections import frame_query
 from server.core.config import ServerSettings
 from server.db import make_engine, session_factory, transaction
-from server.models import Detection, DetectionFrame, Job, Media
+from server.models import DetectionFrame, Job, Media
+from server.queries import boxes_by_frame
 
 log = logging.getLogger(__name__)
 CLASSES = ("animal", "person", "vehicle")
@@ -68,9 +69,7 @@ def build_dataset_zip(settings: ServerSettings, job_id: str) -> Path:
             for m in session.scalars(select(Media).where(Media.kind.in_(("frame", "thumbnail"))))
             if m.detection_id
         }
-        boxes: dict[str, list[Detection]] = {}
-        for det in session.scalars(select(Detection).where(Detection.frame_id.in_([f.id for f in frames]))):
-            boxes.setdefault(det.frame_id, []).append(det)
+        boxes = boxes_by_frame(session, [f.id for f in frames])
     out_dir = settings.data_dir / "jobs"
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{job_id}.zip"

@@ -8,11 +8,8 @@ key it was provisioned with and every hash matches.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -20,33 +17,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
+from trapline.files import atomic_write, file_sha256
 from trapline.manifest import MANIFEST_NAME, SIGNATURE_NAME, ModelManifest
 
 
 class BundleError(ValueError):
     """The bundle is incomplete, tampered with, or signed by a key we do not trust."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def generate_keys(private_path: Path, public_path: Path) -> None:
@@ -57,11 +33,11 @@ def generate_keys(private_path: Path, public_path: Path) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _atomic_write(private_path, pem, 0o600)
+    atomic_write(private_path, pem, 0o600)
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _atomic_write(public_path, public)
+    atomic_write(public_path, public)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -84,7 +60,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 def sign_bundle(folder: Path, manifest: ModelManifest, private_key: Path) -> ModelManifest:
     """Hash every file in `folder`, write manifest.json and its signature."""
     files = {
-        p.name: _sha256(p)
+        p.name: file_sha256(p)
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name not in (MANIFEST_NAME, SIGNATURE_NAME) and not p.name.startswith(".")
     }
@@ -92,8 +68,8 @@ def sign_bundle(folder: Path, manifest: ModelManifest, private_key: Path) -> Mod
         raise BundleError(f"model file {manifest.model_file} is not in {folder}")
     manifest = manifest.model_copy(update={"files": files})
     body = manifest.to_json()
-    _atomic_write(folder / MANIFEST_NAME, body)
-    _atomic_write(folder / SIGNATURE_NAME, load_private_key(private_key).sign(body))
+    atomic_write(folder / MANIFEST_NAME, body)
+    atomic_write(folder / SIGNATURE_NAME, load_private_key(private_key).sign(body))
     return manifest
 
 
@@ -120,7 +96,7 @@ def verify_bundle(folder: Path, public_key: Path) -> ModelManifest:
         path = folder / name
         if Path(name).name != name or not path.is_file():
             raise BundleError(f"{folder}: file {name} listed in the manifest is missing")
-        if _sha256(path) != expected:
+        if file_sha256(path) != expected:
             raise BundleError(
                 f"{folder}: {name} does not match its sha256 in the manifest (corrupt or tampered)"
             )
@@ -145,5 +121,5 @@ def unpack_bundle(archive: bytes, target: Path) -> Path:
             source = tar.extractfile(member)
             if source is None:
                 raise BundleError(f"bundle archive entry {member.name!r} cannot be read")
-            _atomic_write(target / member.name, source.read())
+            atomic_write(target / member.name, source.read())
     return target

@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.models import Deployment, Detection, DetectionFrame, Device, Media, Sequence
+from server.models import Deployment, DetectionFrame, Device, Media, Sequence
+from server.queries import boxes_by_frame, frames_in
 
 VERSION = "1.0"
 BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"
@@ -167,15 +168,8 @@ def build_package(
         for d in session.scalars(select(Device))
     }
     sequences = {s.id: s for s in session.scalars(select(Sequence))}
-    frames = select(DetectionFrame).order_by(DetectionFrame.device_id, DetectionFrame.captured_at)
-    if since:
-        frames = frames.where(DetectionFrame.captured_at >= since)
-    if until:
-        frames = frames.where(DetectionFrame.captured_at < until)
-    all_frames = list(session.scalars(frames))
-    boxes: dict[str, list[Detection]] = {}
-    for det in session.scalars(select(Detection).where(Detection.frame_id.in_([f.id for f in all_frames]))):
-        boxes.setdefault(det.frame_id, []).append(det)
+    all_frames: list[DetectionFrame] = list(session.scalars(frames_in(since, until)))
+    boxes = boxes_by_frame(session, [f.id for f in all_frames])
     used: set[int] = set()
     for frame in all_frames:
         dep = next(

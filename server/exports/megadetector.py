@@ -6,25 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.models import Detection, DetectionFrame
+from server.models import DetectionFrame
+from server.queries import boxes_by_frame, frames_in
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 _IDS = {name: key for key, name in CATEGORIES.items()}
 
 
 def build(session: Session, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
-    query = select(DetectionFrame).order_by(DetectionFrame.device_id, DetectionFrame.captured_at)
-    if since:
-        query = query.where(DetectionFrame.captured_at >= since)
-    if until:
-        query = query.where(DetectionFrame.captured_at < until)
-    frames = list(session.scalars(query))
-    boxes: dict[str, list[Detection]] = {}
-    for det in session.scalars(select(Detection).where(Detection.frame_id.in_([f.id for f in frames]))):
-        boxes.setdefault(det.frame_id, []).append(det)
+    frames: list[DetectionFrame] = list(session.scalars(frames_in(since, until)))
+    boxes = boxes_by_frame(session, [f.id for f in frames])
     images = []
     for frame in frames:
         dets: list[dict[str, Any]] = [

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from server.api.deps import SessionDep, UserDep
 from server.api.schemas import Box, DailyCount, Frame, Page, SequenceOut
 from server.models import Detection, DetectionFrame, Media, Sequence
+from server.queries import boxes_by_frame
 
 router = APIRouter(tags=["detections"])
 
@@ -68,11 +69,10 @@ def frames_page(session: Session, query: Select[Any], cursor: str | None, limit:
     more = len(rows) > limit
     rows = rows[:limit]
     ids = [r.id for r in rows]
-    boxes: dict[str, list[Box]] = {i: [] for i in ids}
-    for det in session.scalars(select(Detection).where(Detection.frame_id.in_(ids)).order_by(Detection.id)):
-        boxes[det.frame_id].append(
-            Box(category=det.category, conf=det.conf, bbox=(det.x, det.y, det.w, det.h))
-        )
+    boxes = {
+        frame_id: [Box(category=d.category, conf=d.conf, bbox=(d.x, d.y, d.w, d.h)) for d in dets]
+        for frame_id, dets in boxes_by_frame(session, ids).items()
+    }
     media: dict[str, dict[str, str]] = {i: {} for i in ids}
     for item in session.scalars(select(Media).where(Media.detection_id.in_(ids))):
         if item.detection_id:

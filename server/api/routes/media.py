@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +14,7 @@ from sqlalchemy import select
 from server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
 from server.api.schemas import MediaOut
 from server.models import Media
+from trapline.files import atomic_write
 
 router = APIRouter(prefix="/media", tags=["media"])
 KINDS = ("frame", "thumbnail", "crop")
@@ -33,12 +32,7 @@ def store_bytes(root: Path, data: bytes) -> tuple[str, bool]:
     if target.exists():
         return digest, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    atomic_write(target, data)
     return digest, True
 
 
