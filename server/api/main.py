@@ -15,6 +15,7 @@ from server.api.routes import (
     exports,
     inference,
     jobs,
+    labels,
     media,
     models,
     session,
@@ -46,6 +47,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         jobs,
         deployments,
         exports,
+        labels,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

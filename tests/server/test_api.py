@@ -108,3 +108,31 @@ def test_inference_endpoint_runs_the_current_model(client: TestClient) -> None:
     bad = client.post("/api/v1/inference", files={"file": ("c.jpg", photo[:5000])}, headers=headers)
     assert bad.status_code == 415
     assert "truncated" in bad.json()["detail"]
+
+
+def test_species_labels_filter_detections(client: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    # frames of trap-01 are 1 h apart, so sequence n // 3 holds frames 3k..3k+2 (numbers * 3600)
+    seq = client.post(
+        "/api/v1/labels", json={"species": "red fox", "sequence_id": "trap-01:seq:000003600"}, headers=headers
+    )
+    assert seq.status_code == 201, seq.text
+    assert seq.json()["labelled_by"] == "vic"
+    one = client.post(
+        "/api/v1/labels", json={"species": "red fox", "frame_id": "trap-02:000000004"}, headers=headers
+    )
+    assert one.status_code == 201
+    both = client.post(
+        "/api/v1/labels", json={"species": "x", "frame_id": "a", "sequence_id": "b"}, headers=headers
+    )
+    assert both.status_code == 422
+    missing = client.post("/api/v1/labels", json={"species": "x", "frame_id": "trap-09:1"}, headers=headers)
+    assert missing.status_code == 404
+    foxes = _get(client, "/detections", category="red fox", limit=100)["items"]
+    expected = {
+        f["id"]
+        for f in _get(client, "/detections", limit=100)["items"]
+        if f["sequence_id"] == "trap-01:seq:000003600"
+    }
+    assert {f["id"] for f in foxes} == expected | {"trap-02:000000004"}
+    assert len(expected) >= 1

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 
 from server.api.deps import SessionDep, UserDep
 from server.api.schemas import Box, DailyCount, Frame, Page, SequenceOut
-from server.models import Detection, DetectionFrame, Media, Sequence
+from server.models import Detection, DetectionFrame, Label, Media, Sequence
 from server.queries import boxes_by_frame
 
 router = APIRouter(tags=["detections"])
+DETECTOR_CATEGORIES = ("animal", "person", "vehicle")
 
 
 def _encode(captured_at: datetime, key: str) -> str:
@@ -41,8 +42,12 @@ def frame_query(
     query = select(DetectionFrame)
     if device_id:
         query = query.where(DetectionFrame.device_id == device_id)
-    if category:
+    if category in DETECTOR_CATEGORIES:
         query = query.where(DetectionFrame.categories.contains(f",{category},"))
+    elif category:  # a species: frames a biologist labelled so, alone or as a whole sequence
+        labelled = select(Label.frame_id).where(Label.species == category, Label.frame_id.is_not(None))
+        sequences = select(Label.sequence_id).where(Label.species == category, Label.sequence_id.is_not(None))
+        query = query.where(or_(DetectionFrame.id.in_(labelled), DetectionFrame.sequence_id.in_(sequences)))
     if since:
         query = query.where(DetectionFrame.captured_at >= since)
     if until:
