@@ -11,6 +11,7 @@ import pytest
 
 from edge.sources import Frame, make_source
 from edge.sources.folder import FolderSourceConfig
+from edge.sources.opencv import OpenCvSourceConfig
 from edge.sources.picamera import PiCameraSourceConfig
 from edge.sources.replay import ReplaySourceConfig
 from tests.conftest import SAMPLES
@@ -94,3 +95,30 @@ def test_picamera_source_without_picamera2_keeps_retrying(monkeypatch: pytest.Mo
     source = make_source(PiCameraSourceConfig(reopen_backoff_s=0.01))
     frames = source.frames(stop, lambda k: False)
     assert [next(frames) for _ in range(3)] == [None, None, None]
+
+
+def test_opencv_source_reads_a_stream_and_survives_a_lost_one(tmp_path: Path) -> None:
+    import cv2
+
+    # a real video file stands in for an RTSP stream: VideoCapture treats both alike
+    video = tmp_path / "stream.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (320, 240))
+    for n in range(3):
+        writer.write(np.full((240, 320, 3), 40 * n, np.uint8))
+    writer.release()
+    source = make_source(OpenCvSourceConfig(device=str(video), interval_s=0, reopen_backoff_s=0.01))
+    stop = threading.Event()
+    frames = source.frames(stop, lambda k: False)
+    got = [f for f in (next(frames) for _ in range(6)) if f is not None]
+    assert len(got) == 3
+    assert got[0].image is not None and got[0].image.shape == (240, 320, 3)
+    assert got[0].data is not None and got[0].data[:2] == b"\xff\xd8"
+    assert len({f.key for f in got}) == 3
+    # the stream ends (a dropped RTSP link): an idle tick, then the source reopens and goes on
+    assert next(frames) is None
+    again = next(f for f in (next(frames) for _ in range(4)) if f is not None)
+    assert again.key not in {f.key for f in got}
+    assert source.read_failures == 1  # type: ignore[attr-defined]
+    source.close()
+    missing = make_source(OpenCvSourceConfig(device=str(tmp_path / "nope.avi"), reopen_backoff_s=0.01))
+    assert next(missing.frames(stop, lambda k: False)) is None
