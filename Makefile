@@ -47,8 +47,8 @@ bench: system-deps venv
 CAMTRAP := ../shared/data/camtrap-dev
 MODEL_BUILD := build/model
 MODEL_IMGSZ ?= 416
-MODEL_EPOCHS ?= 40
-MODEL_FREEZE ?= 10
+MODEL_EPOCHS ?= 30
+MODEL_FREEZE ?= 0
 model: venv
 	@test -n "$(KEY)" || { echo "usage: make model KEY=path/to/trapline-release.key"; exit 2; }
 	$(PY) -m trapline.cli train prepare --images $(CAMTRAP)/images --out $(MODEL_BUILD)/dataset \
@@ -58,7 +58,7 @@ model: venv
 	  --weights ../shared/weights/yolov8n-coco.pt --out $(MODEL_BUILD)/run --epochs $(MODEL_EPOCHS) \
 	  --imgsz $(MODEL_IMGSZ) --freeze $(MODEL_FREEZE) --oversample --patience 0
 	$(PY) -m trapline.cli export --weights $(MODEL_BUILD)/run/fit/weights/last.pt \
-	  --data $(MODEL_BUILD)/dataset/data.yaml --imgsz $(MODEL_IMGSZ) --formats onnx-int8,tflite-int8 \
+	  --data $(MODEL_BUILD)/dataset/data.yaml --imgsz $(MODEL_IMGSZ) --formats onnx-int8 \
 	  --out $(MODEL_BUILD)/exports
 	$(PY) -m trapline.cli train evaluate --model $(MODEL_BUILD)/exports/last-$(MODEL_IMGSZ)-int8.onnx \
 	  --data $(MODEL_BUILD)/dataset/data.yaml --imgsz $(MODEL_IMGSZ) \

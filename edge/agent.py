@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,9 +104,12 @@ class Agent:
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
         self.uploader = PictureUploader(config.upload, self.spool)
-        self.spool.uploads_dir.mkdir(parents=True, exist_ok=True)
+        removed = self.spool.remove_orphan_uploads()
+        if removed:
+            log.info("removed %d picture(s) left behind by an interrupted frame", removed)
         self.stop_event = threading.Event()
-        self.frame_ms: list[float] = []  # decode -> spooled, per frame (benchmarks read it)
+        # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
+        self.frame_ms: deque[float] = deque(maxlen=1000)
         self.last_inference_ms = 0.0
 
     def _topic(self, kind: TopicKind) -> str:
@@ -162,11 +166,15 @@ class Agent:
             )
         )
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
+        pictures: list[PendingUpload] = []
         try:
             pictures = self._pictures(message.id, data, image, result.detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
-            # not marked processed: a folder frame is tried again on the next scan
+            # not marked processed: a folder frame is tried again on the next scan; its pictures
+            # are written again then, and must not fill a disk that may already be full
+            for picture in pictures:
+                picture.path.unlink(missing_ok=True)
             self.bursts.state = saved_bursts
             self.counters.spool_errors += 1
             self.last_error = str(exc)
@@ -200,11 +208,16 @@ class Agent:
         elif mode == "frames":
             blobs.append(("frame", data))
         stem = detection_id.replace(":", "_")
-        pending = []
-        for index, (kind, blob) in enumerate(blobs):
-            path = self.spool.uploads_dir / f"{stem}-{kind}-{index}.jpg"
-            path.write_bytes(blob)  # an orphan after a crash is harmless: no row points at it
-            pending.append(PendingUpload(detection_id, kind, path, len(blob)))
+        pending: list[PendingUpload] = []
+        try:
+            for index, (kind, blob) in enumerate(blobs):
+                path = self.spool.uploads_dir / f"{stem}-{kind}-{index}.jpg"
+                pending.append(PendingUpload(detection_id, kind, path, len(blob)))
+                path.write_bytes(blob)  # a crash before the spool commit leaves an orphan: removed at start
+        except OSError:
+            for written in pending:  # a full disk: leave nothing half done behind
+                written.path.unlink(missing_ok=True)
+            raise
         return pending
 
     def _quarantine(self, frame: Frame, reason: str) -> None:

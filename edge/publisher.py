@@ -200,15 +200,6 @@ class MqttPublisher:
         )
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def wait_drained(self, timeout_s: float) -> bool:
-        """Wait until the spool is empty; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while self.spool.depth > 0:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
     def stop(self, final_state: DeviceState = "stopped", timeout_s: float = 5.0) -> None:
         """Publish the final status (a clean stop does not trigger the Last Will), then disconnect."""
         self._stop.set()

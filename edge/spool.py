@@ -268,6 +268,16 @@ class DetectionSpool:
             path.unlink(missing_ok=True)
         return len(victims)
 
+    def remove_orphan_uploads(self) -> int:
+        """Delete picture files no queued upload points at (a crash between write and commit)."""
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            queued = {Path(row[0]).name for row in self._db.execute("SELECT path FROM uploads")}
+        orphans = [p for p in self.uploads_dir.iterdir() if p.is_file() and p.name not in queued]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        return len(orphans)
+
     def upload_backlog(self) -> tuple[int, int]:
         with self._lock:
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM uploads").fetchone()

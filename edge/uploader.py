@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 _BUDGET_DAY, _BUDGET_BYTES = "upload_day", "upload_bytes_today"
 # answers that will not change by retrying: drop the picture, log why
 _PERMANENT = {400, 403, 413, 415, 422}
+_TRIM_INTERVAL_S = 60.0
 
 
 def _multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
@@ -96,8 +98,11 @@ class PictureUploader:
 
     def _loop(self) -> None:
         delay = 1.0
+        next_trim = 0.0
         while not self._stop.is_set():
-            self.dropped += self.spool.trim_uploads(self.config.max_queue_bytes)
+            if time.monotonic() >= next_trim:  # the queue limit: checked once a minute, not per picture
+                self.dropped += self.spool.trim_uploads(self.config.max_queue_bytes)
+                next_trim = time.monotonic() + _TRIM_INTERVAL_S
             upload = self.spool.next_upload()
             if upload is None:
                 self._wake.wait(5)

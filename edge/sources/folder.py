@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -30,24 +31,70 @@ class FolderSourceConfig(BaseModel):
     settle_s: float = Field(2.0, ge=0, description="a file counts as complete once unchanged for this long")
 
 
+@dataclass
+class _Folder:
+    """What the last scan saw in one folder. A quiet folder held only processed files: it is
+    listed again only when its mtime changes (a file added, renamed or removed)."""
+
+    mtime_ns: int
+    subfolders: list[Path]
+    done: set[str]  # keys of files already processed, so the spool is asked once per file
+    quiet: bool
+
+
+def _key(relative: str, stat: os.stat_result) -> str:
+    return f"folder:{relative}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 class FolderSource(FrameSource):
     def __init__(self, config: FolderSourceConfig) -> None:
         self.config = config
         # path -> (size, mtime_ns, first seen unchanged at)
         self._pending: dict[Path, tuple[int, int, float]] = {}
+        self._folders: dict[Path, _Folder] = {}
 
-    def _candidates(self) -> list[tuple[Path, os.stat_result]]:
-        found = []
-        for root, dirs, files in os.walk(self.config.path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if name.startswith(".") or name.lower().endswith(_PARTIAL_SUFFIXES):
+    def _list(self, folder: Path) -> tuple[list[Path], list[tuple[Path, os.stat_result]]]:
+        subfolders, files = [], []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
                     continue
-                path = Path(root) / name
                 try:
-                    found.append((path, path.stat()))
+                    if entry.is_dir():
+                        subfolders.append(Path(entry.path))
+                    elif entry.is_file() and not entry.name.lower().endswith(_PARTIAL_SUFFIXES):
+                        files.append((Path(entry.path), entry.stat()))
                 except FileNotFoundError:  # moved away between listing and stat
                     continue
+        return sorted(subfolders), files
+
+    def _candidates(self, is_processed: IsProcessed) -> list[tuple[Path, os.stat_result, str]]:
+        """Files not processed yet, oldest first."""
+        found = []
+        stack = [self.config.path]
+        while stack:
+            folder = stack.pop()
+            try:
+                mtime_ns = folder.stat().st_mtime_ns
+            except FileNotFoundError:
+                self._folders.pop(folder, None)
+                continue
+            known = self._folders.get(folder)
+            if known is not None and known.quiet and known.mtime_ns == mtime_ns:
+                stack.extend(known.subfolders)
+                continue
+            subfolders, files = self._list(folder)
+            previously_done = known.done if known else set()
+            done, new = set(), []
+            for path, stat in files:
+                key = _key(path.relative_to(self.config.path).as_posix(), stat)
+                if key in previously_done or is_processed(key):
+                    done.add(key)
+                else:
+                    new.append((path, stat, key))
+            self._folders[folder] = _Folder(mtime_ns, subfolders, done, quiet=not new)
+            found.extend(new)
+            stack.extend(subfolders)
         found.sort(key=lambda item: (item[1].st_mtime_ns, str(item[0])))
         return found
 
@@ -63,11 +110,10 @@ class FolderSource(FrameSource):
         self.config.path.mkdir(parents=True, exist_ok=True)
         while not stop.is_set():
             now = time.monotonic()
-            for path, stat in self._candidates():
-                relative = path.relative_to(self.config.path).as_posix()
-                key = f"folder:{relative}:{stat.st_size}:{stat.st_mtime_ns}"
-                if is_processed(key) or not self._ready(path, stat, now):
+            for path, stat, key in self._candidates(is_processed):
+                if not self._ready(path, stat, now):
                     continue
+                relative = path.relative_to(self.config.path).as_posix()
                 self._pending.pop(path, None)
                 try:
                     data = path.read_bytes()

@@ -122,3 +122,29 @@ def test_opencv_source_reads_a_stream_and_survives_a_lost_one(tmp_path: Path) ->
     source.close()
     missing = make_source(OpenCvSourceConfig(device=str(tmp_path / "nope.avi"), reopen_backoff_s=0.01))
     assert next(missing.frames(stop, lambda k: False)) is None
+
+
+def test_folder_source_asks_the_spool_once_per_file_and_skips_quiet_folders(tmp_path: Path) -> None:
+    # a camera card with many old, processed photos: polling must not re-check them all each second
+    for folder in ("100RECNX", "101RECNX"):
+        (tmp_path / folder).mkdir()
+        for n in range(50):
+            (tmp_path / folder / f"IMG_{n:04d}.JPG").write_bytes(b"old")
+    asked: list[str] = []
+
+    def processed(key: str) -> bool:
+        asked.append(key)
+        return "IMG_" in key and "NEW" not in key
+
+    source = make_source(FolderSourceConfig(path=tmp_path, poll_interval_s=0.01, settle_s=0))
+    frames = source.frames(threading.Event(), processed)
+    assert next(frames) is None  # first poll: everything checked once, nothing new
+    assert len(asked) == 100
+    for _ in range(5):
+        assert next(frames) is None
+    assert len(asked) == 100  # later polls: not a single spool lookup
+    (tmp_path / "101RECNX" / "IMG_NEW1.JPG").write_bytes(b"new")
+    frame = _next_frame(frames)
+    assert frame is not None
+    assert frame.name == "101RECNX/IMG_NEW1.JPG"
+    assert len(asked) == 101  # only the new file was looked up; the other folder stayed quiet

@@ -71,3 +71,16 @@ def test_ack_of_a_dropped_row_is_harmless(tmp_path: Path) -> None:
     spool.put([_msg(2)])  # drops row 1 while it is "in flight"
     spool.ack([row.id])
     assert spool.depth == 1 and spool.size_bytes == 100
+
+
+def test_orphaned_pictures_are_removed_and_queued_ones_kept(tmp_path: Path) -> None:
+    from edge.spool import PendingUpload
+
+    spool = DetectionSpool(tmp_path / "s.sqlite", max_bytes=10_000)
+    spool.uploads_dir.mkdir(parents=True, exist_ok=True)
+    queued = spool.uploads_dir / "queued.jpg"
+    queued.write_bytes(b"x")
+    spool.put([], uploads=[PendingUpload("t:1", "crop", queued, 1)])
+    (spool.uploads_dir / "orphan.jpg").write_bytes(b"y")  # written, then the process died
+    assert spool.remove_orphan_uploads() == 1
+    assert [p.name for p in spool.uploads_dir.iterdir()] == ["queued.jpg"]
