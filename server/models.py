@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from trapline.contracts import CATEGORY_MAX, FILE_MAX, ID_MAX, MODEL_NAME_MAX, REASON_MAX, VERSION_MAX
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, aware UTC datetimes out, on SQLite (which drops offsets) as on PostgreSQL."""
@@ -57,9 +59,9 @@ class Device(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16), default="unknown")  # online/offline/stopped
     state_at: Mapped[datetime | None]
-    agent_version: Mapped[str | None] = mapped_column(String(40))
-    model_name: Mapped[str | None] = mapped_column(String(100))
-    model_version: Mapped[str | None] = mapped_column(String(40))
+    agent_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
+    model_name: Mapped[str | None] = mapped_column(String(MODEL_NAME_MAX))
+    model_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
     last_heartbeat_at: Mapped[datetime | None]
     heartbeat: Mapped[dict[str, Any] | None]
     last_seen_at: Mapped[datetime | None]
@@ -89,7 +91,7 @@ class Media(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # frame / thumbnail / crop
-    detection_id: Mapped[str | None] = mapped_column(String(160), index=True)
+    detection_id: Mapped[str | None] = mapped_column(String(ID_MAX), index=True)
     content_type: Mapped[str] = mapped_column(String(40))
     bytes: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int | None] = mapped_column(Integer)
@@ -103,24 +105,24 @@ class DetectionFrame(Base):
     """One processed frame (one detection message)."""
 
     __tablename__ = "detection_frames"
-    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     captured_at: Mapped[datetime]
     processed_at: Mapped[datetime]
     received_at: Mapped[datetime]
-    sequence_id: Mapped[str] = mapped_column(String(160), index=True)
+    sequence_id: Mapped[str] = mapped_column(String(ID_MAX), index=True)
     frame_index: Mapped[int] = mapped_column(Integer)
-    image_file: Mapped[str] = mapped_column(String(1024))
+    image_file: Mapped[str] = mapped_column(String(FILE_MAX))
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     night: Mapped[bool] = mapped_column(Boolean)
-    model_name: Mapped[str] = mapped_column(String(100))
-    model_version: Mapped[str] = mapped_column(String(40))
+    model_name: Mapped[str] = mapped_column(String(MODEL_NAME_MAX))
+    model_version: Mapped[str] = mapped_column(String(VERSION_MAX))
     inference_ms: Mapped[float] = mapped_column(Float)
     detection_count: Mapped[int] = mapped_column(Integer)
     max_conf: Mapped[float] = mapped_column(Float)
-    categories: Mapped[str] = mapped_column(String(200))  # ",animal,person," for filtering
+    categories: Mapped[str] = mapped_column(Text)  # ",animal,person," for filtering
 
     __table_args__ = (Index("ix_frames_device_time", "device_id", "captured_at"),)
 
@@ -131,7 +133,7 @@ class Detection(Base):
     __tablename__ = "detections"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     frame_id: Mapped[str] = mapped_column(ForeignKey("detection_frames.id", ondelete="CASCADE"), index=True)
-    category: Mapped[str] = mapped_column(String(64), index=True)
+    category: Mapped[str] = mapped_column(String(CATEGORY_MAX), index=True)
     conf: Mapped[float] = mapped_column(Float)
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
@@ -141,7 +143,7 @@ class Detection(Base):
 
 class Sequence(Base):
     __tablename__ = "sequences"
-    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
     first_frame_at: Mapped[datetime]
     last_frame_at: Mapped[datetime]
@@ -153,8 +155,8 @@ class Sequence(Base):
 class ModelVersion(Base):
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(100))
-    version: Mapped[str] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(MODEL_NAME_MAX))
+    version: Mapped[str] = mapped_column(String(VERSION_MAX))
     sha256: Mapped[str | None] = mapped_column(String(64))
     metrics: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
@@ -176,9 +178,9 @@ class DeviceModelStatus(Base):
     __tablename__ = "device_model_status"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
-    version: Mapped[str] = mapped_column(String(40))
+    version: Mapped[str] = mapped_column(String(VERSION_MAX))
     stage: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(String(500))
+    reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
     at: Mapped[datetime]
 
 
@@ -188,7 +190,7 @@ class Label(Base):
     __tablename__ = "labels"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     frame_id: Mapped[str | None] = mapped_column(ForeignKey("detection_frames.id"))
-    sequence_id: Mapped[str | None] = mapped_column(String(160))
+    sequence_id: Mapped[str | None] = mapped_column(String(ID_MAX))
     species: Mapped[str] = mapped_column(String(200))
     labelled_by: Mapped[str] = mapped_column(String(100))
     labelled_at: Mapped[datetime]

@@ -18,6 +18,15 @@ DETECTIONS_SCHEMA: Final = "trapline.detections/1"
 SEQUENCES_SCHEMA: Final = "trapline.sequences/1"
 HEARTBEAT_SCHEMA: Final = "trapline.heartbeat/1"
 
+# Longest values on the wire. The server stores them in columns of exactly these sizes, so a
+# message that validates always fits (a too-long field must be a dead letter, not a failed batch).
+ID_MAX = 160
+CATEGORY_MAX = 64
+FILE_MAX = 1024
+MODEL_NAME_MAX = 100
+VERSION_MAX = 40
+REASON_MAX = 500
+
 # Device ids end up in topic levels, file names and SQL: keep them boring.
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -102,15 +111,15 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
 class ModelRef(_Message):
     """Which model produced a result (or is installed)."""
 
-    name: str
-    version: str
+    name: str = Field(min_length=1, max_length=MODEL_NAME_MAX)
+    version: str = Field(min_length=1, max_length=VERSION_MAX)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Detection(_Message):
     """One box. `bbox` follows MegaDetector: [x_min, y_min, width, height], normalised, top-left."""
 
-    category: str = Field(min_length=1, max_length=64)
+    category: str = Field(min_length=1, max_length=CATEGORY_MAX)
     conf: UnitFloat
     bbox: tuple[UnitFloat, UnitFloat, UnitFloat, UnitFloat]
 
@@ -125,7 +134,7 @@ class Detection(_Message):
 
 
 class ImageInfo(_Message):
-    file: str = Field(max_length=1024)
+    file: str = Field(max_length=FILE_MAX)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -136,11 +145,11 @@ class DetectionMessage(_Message):
     """One message per processed frame on `<prefix>/<device>/detections`. `id` is idempotent."""
 
     schema_: Literal["trapline.detections/1"] = Field(DETECTIONS_SCHEMA, alias="schema")
-    id: str = Field(min_length=3, max_length=160)
+    id: str = Field(min_length=3, max_length=ID_MAX)
     device_id: str = Field(pattern=DEVICE_ID_PATTERN.pattern)
     captured_at: Timestamp
     processed_at: Timestamp
-    sequence_id: str = Field(max_length=160)
+    sequence_id: str = Field(max_length=ID_MAX)
     frame_index: int = Field(ge=0)
     image: ImageInfo
     model: ModelRef
@@ -162,7 +171,7 @@ class SequenceSummary(_Message):
     """One message per closed burst on `<prefix>/<device>/sequences`."""
 
     schema_: Literal["trapline.sequences/1"] = Field(SEQUENCES_SCHEMA, alias="schema")
-    sequence_id: str = Field(max_length=160)
+    sequence_id: str = Field(max_length=ID_MAX)
     device_id: str = Field(pattern=DEVICE_ID_PATTERN.pattern)
     first_frame_at: Timestamp
     last_frame_at: Timestamp
@@ -184,7 +193,7 @@ class StatusMessage(_Message):
 
     state: DeviceState
     ts: Timestamp
-    agent_version: str
+    agent_version: str = Field(max_length=VERSION_MAX)
     model: ModelRef | None = None
 
     def to_json(self) -> bytes:
@@ -217,9 +226,9 @@ OtaStage = Literal["downloading", "verifying", "installed", "failed", "rolled_ba
 
 class OtaProgress(_Message):
     ts: Timestamp
-    version: str
+    version: str = Field(max_length=VERSION_MAX)
     stage: OtaStage
-    reason: str | None = Field(None, max_length=500)
+    reason: str | None = Field(None, max_length=REASON_MAX)
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
@@ -228,7 +237,7 @@ class OtaProgress(_Message):
 class ModelCommand(_Message):
     """Retained on `<prefix>/<device>/cmd/model`: the release the trap should run."""
 
-    version: str
+    version: str = Field(max_length=VERSION_MAX)
     url: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     signature: str

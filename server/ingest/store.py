@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,16 +40,23 @@ def _known_devices(session: Session, device_ids: set[str], now: datetime, auto_r
     return known
 
 
+@dataclass(frozen=True)
+class StoreResult:
+    new_frames: int
+    duplicate_frames: int  # redeliveries: the id was stored before
+    dead_letters: int  # malformed, plus messages from devices nobody registered
+
+
 def store_batch(
     session: Session, batch: Seq[Accepted], dead: Seq[tuple[str, str, bytes]], auto_register: bool = False
-) -> tuple[int, int]:
-    """Store a batch: (new detection frames written, messages from unknown devices refused)."""
+) -> StoreResult:
+    """Store a batch of messages and dead letters in the caller's transaction."""
     now = datetime.now(UTC)
     known = _known_devices(session, {a.device_id for a in batch}, now, auto_register)
     dead = list(dead)
-    unknown = [a for a in batch if a.device_id not in known]
-    for item in unknown:
-        dead.append((f"(device {item.device_id}) {item.kind}", f"unknown device {item.device_id!r}", b""))
+    dead += [
+        (a.topic, f"unknown device {a.device_id!r}", a.payload) for a in batch if a.device_id not in known
+    ]
     batch = [a for a in batch if a.device_id in known]
     frames: list[dict[str, Any]] = []
     boxes: dict[str, list[dict[str, Any]]] = {}
@@ -150,11 +158,4 @@ def store_batch(
                 received_at=now,
             )
         )
-    return len(inserted), len(unknown)
-
-
-def create_schema(engine: Engine) -> None:
-    """For tests and first start: run the migrations up to head."""
-    from server.migrate import upgrade
-
-    upgrade(engine.url.render_as_string(hide_password=False))
+    return StoreResult(len(inserted), len(frames) - len(inserted), len(dead))

@@ -31,6 +31,8 @@ class Accepted:
     device_id: str
     kind: TopicKind
     message: BaseModel
+    topic: str  # the raw message, kept in case storing it is refused later (unknown device)
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -61,4 +63,4 @@ def validate(prefix: str, topic: str, payload: bytes, max_bytes: int) -> Accepte
     claimed = getattr(message, "device_id", device_id)
     if claimed != device_id:
         return Rejected(f"topic device {device_id!r} but payload device {claimed!r} (spoofing?)")
-    return Accepted(device_id, kind, message)
+    return Accepted(device_id, kind, message, topic, payload)

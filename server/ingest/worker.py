@@ -145,7 +145,7 @@ class IngestWorker:
         while not self._stop.is_set():
             try:
                 with transaction(self.sessions) as session:
-                    stored, unknown = store_batch(session, accepted, dead, self.settings.auto_register)
+                    result = store_batch(session, accepted, dead, self.settings.auto_register)
                 break
             except SQLAlchemyError as exc:
                 self.counters.db_errors += 1
@@ -153,11 +153,10 @@ class IngestWorker:
                 self._stop.wait(2)
         else:
             return  # stopping: not acknowledged, the broker redelivers to the next worker
-        frames = sum(1 for a in accepted if a.kind == "detections")
         self.counters.received += len(batch)
-        self.counters.stored_frames += stored
-        self.counters.duplicates += max(0, frames - stored - unknown)
-        self.counters.dead_letters += len(dead) + unknown
+        self.counters.stored_frames += result.new_frames
+        self.counters.duplicates += result.duplicate_frames
+        self.counters.dead_letters += result.dead_letters
         for item in batch:
             if item.qos > 0:
                 self.client.ack(item.mid, item.qos)

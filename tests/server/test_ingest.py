@@ -68,6 +68,11 @@ def test_hostile_messages_become_dead_letters_and_the_worker_goes_on(
         assert _wait(lambda: session.scalar(select(func.count()).select_from(DeadLetter)) == 7, 20)
         assert _wait(lambda: session.scalar(select(func.count()).select_from(DetectionFrame)) == 1, 10)
         reasons = " | ".join(session.scalars(select(DeadLetter.reason)))
+        unknown = session.scalars(
+            select(DeadLetter).where(DeadLetter.reason.contains("unknown device"))
+        ).one()
+        assert unknown.topic == "trapline/trap-99/detections"  # kept whole, to be looked at later
+        assert unknown.payload == detection_payload("trap-99", 1)
     publisher.loop_stop()
     assert worker.thread.is_alive()
     worker.stop()

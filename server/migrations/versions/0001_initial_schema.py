@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 07:21:59.114437
+Create Date: 2026-11-22 07:45:00.251148
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def upgrade() -> None:
         sa.Column("inference_ms", sa.Float(), nullable=False),
         sa.Column("detection_count", sa.Integer(), nullable=False),
         sa.Column("max_conf", sa.Float(), nullable=False),
-        sa.Column("categories", sa.String(length=200), nullable=False),
+        sa.Column("categories", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["devices.id"],
