@@ -25,7 +25,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # every session in UTC: date() and friends must not depend on the server's local time zone
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -55,7 +55,11 @@ class TemporaryPostgres:
         self._run(
             str(self.bindir / "initdb"), "-D", str(self.data), "-U", "trapline", "-A", "trust", "--no-sync"
         )
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+        # not UTC on purpose: anything that depends on the session time zone shows up in tests
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+            " -c timezone=Pacific/Auckland"
+        )
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
