@@ -25,7 +25,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=False)
+    # lazy: detaches even if a failed test left a file open on it
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
 
 
 def _fill(path: Path) -> None:
@@ -49,18 +50,20 @@ def test_a_full_disk_leaves_no_pictures_and_the_retry_queues_them(tmp_path: Path
         "quarantine_dir": str(tmp_path / "q"),
     })  # fmt: skip
     agent = Agent(config)
-    frame = next(f for f in agent.source.frames(threading.Event(), lambda k: False) if f is not None)
-    filler = small_disk / "filler"
-    _fill(filler)  # something else filled the card
-    agent.process(frame)
-    assert agent.counters.spool_errors == 1
-    assert agent.counters.frames_processed == 0
-    assert list(agent.spool.uploads_dir.iterdir()) == []
-    assert agent.spool.upload_backlog() == (0, 0)
-    filler.unlink()  # space again: the frame is tried again, as the folder source does
-    agent.process(frame)
-    assert agent.counters.frames_processed == 1
-    kinds = sorted(p.name.rsplit("-", 2)[1] for p in agent.spool.uploads_dir.iterdir())
-    assert kinds == ["crop", "thumbnail"]  # the cougar: one crop, one thumbnail
-    assert agent.spool.upload_backlog()[0] == 2
-    agent.spool.close()
+    try:
+        frame = next(f for f in agent.source.frames(threading.Event(), lambda k: False) if f is not None)
+        filler = small_disk / "filler"
+        _fill(filler)  # something else filled the card
+        agent.process(frame)
+        assert agent.counters.spool_errors == 1
+        assert agent.counters.frames_processed == 0
+        assert list(agent.spool.uploads_dir.iterdir()) == []
+        assert agent.spool.upload_backlog() == (0, 0)
+        filler.unlink()  # space again: the frame is tried again, as the folder source does
+        agent.process(frame)
+        assert agent.counters.frames_processed == 1
+        kinds = sorted(p.name.rsplit("-", 2)[1] for p in agent.spool.uploads_dir.iterdir())
+        assert kinds == ["crop", "thumbnail"]  # the cougar: one crop, one thumbnail
+        assert agent.spool.upload_backlog()[0] == 2
+    finally:
+        agent.spool.close()
