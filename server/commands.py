@@ -57,9 +57,9 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from server.jobs import run_worker
+    from server.jobs import JobQueue
 
-    run_worker(_settings(), workers=args.workers)
+    JobQueue(_settings()).run_worker(workers=args.workers)
     return 0
 
 

@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.api.routes.detections import frame_query
 from server.core.config import ServerSettings
 from server.db import make_engine, session_factory, transaction
-from server.models import DetectionFrame, Job, Media
-from server.queries import boxes_by_frame
+from server.models import DetectionFrame, Job
+from server.queries import boxes_by_frame, media_by_frame, picture
 
 log = logging.getLogger(__name__)
 CLASSES = ("animal", "person", "vehicle")
@@ -50,9 +50,8 @@ def _update(sessions: sessionmaker[Session], job_id: str, **values: Any) -> None
         job.updated_at = datetime.now(UTC)
 
 
-def build_dataset_zip(settings: ServerSettings, job_id: str) -> Path:
+def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session], job_id: str) -> Path:
     """A YOLO dataset (images, labels, data.yaml) of the frames matching the job's filters."""
-    sessions = session_factory(make_engine(settings.database_url))
     with sessions() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -64,12 +63,11 @@ def build_dataset_zip(settings: ServerSettings, job_id: str) -> Path:
     query = frame_query(params.get("device_id"), params.get("category"), since, until, params.get("min_conf"))
     with sessions() as session:
         frames = list(session.scalars(query.order_by(DetectionFrame.captured_at)))
-        pictures = {
-            m.detection_id: m
-            for m in session.scalars(select(Media).where(Media.kind.in_(("frame", "thumbnail"))))
-            if m.detection_id
-        }
         boxes = boxes_by_frame(session, [f.id for f in frames])
+        pictures = {
+            frame_id: picture(kinds)
+            for frame_id, kinds in media_by_frame(session, [f.id for f in frames]).items()
+        }
     out_dir = settings.data_dir / "jobs"
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{job_id}.zip"
@@ -110,49 +108,43 @@ def build_dataset_zip(settings: ServerSettings, job_id: str) -> Path:
     return target
 
 
-def register_tasks(queue: Huey, settings: ServerSettings) -> Any:
-    @queue.task(retries=1, retry_delay=5, name="dataset_zip")  # type: ignore[untyped-decorator]
-    def dataset_zip(job_id: str) -> str:
-        sessions = session_factory(make_engine(settings.database_url))
+class JobQueue:
+    """The task queue with its tasks, built once per process: the API enqueues, workers run."""
+
+    def __init__(self, settings: ServerSettings, sessions: sessionmaker[Session] | None = None) -> None:
+        self.settings = settings
+        self.sessions = sessions or session_factory(make_engine(settings.database_url))
+        self.huey = make_queue(settings)
+        self.dataset_zip = self.huey.task(retries=1, retry_delay=5, name="dataset_zip")(self._dataset_zip)
+
+    def _dataset_zip(self, job_id: str) -> str:
         try:
-            return str(build_dataset_zip(settings, job_id))
+            return str(build_dataset_zip(self.settings, self.sessions, job_id))
         except Exception as exc:  # recorded for the user, then re-raised for Huey's retry
             log.exception("job %s failed", job_id)
-            _update(sessions, job_id, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000])
+            _update(self.sessions, job_id, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000])
             raise
 
-    return dataset_zip
+    def enqueue_dataset(self, params: dict[str, Any]) -> str:
+        job_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        with transaction(self.sessions) as session:
+            session.add(Job(id=job_id, kind="dataset_zip", params=params, state="queued", progress=0.0,
+                            created_at=now, updated_at=now))  # fmt: skip
+        self.dataset_zip(job_id)
+        return job_id
 
+    def recover(self) -> int:
+        """Queue again the jobs a dead worker left unfinished; returns how many."""
+        pending = {t.args[0] for t in self.huey.pending() if t.args}
+        with self.sessions() as session:
+            unfinished = session.scalars(select(Job.id).where(Job.state.in_(("queued", "running"))))
+            stuck = [job_id for job_id in unfinished if job_id not in pending]
+        for job_id in stuck:
+            log.warning("job %s was left unfinished by a stopped worker; queueing it again", job_id)
+            self.dataset_zip(job_id)
+        return len(stuck)
 
-def enqueue_dataset_job(
-    settings: ServerSettings, sessions: sessionmaker[Session], params: dict[str, Any]
-) -> str:
-    job_id = str(uuid.uuid4())
-    now = datetime.now(UTC)
-    with transaction(sessions) as session:
-        session.add(Job(id=job_id, kind="dataset_zip", params=params, state="queued", progress=0.0,
-                        created_at=now, updated_at=now))  # fmt: skip
-    queue = make_queue(settings)
-    register_tasks(queue, settings)(job_id)
-    return job_id
-
-
-def recover_jobs(queue: Huey, settings: ServerSettings, task: Any) -> int:
-    """Queue again the jobs a dead worker left unfinished; returns how many."""
-    sessions = session_factory(make_engine(settings.database_url))
-    pending = {t.args[0] for t in queue.pending() if t.args}
-    with sessions() as session:
-        stuck = [
-            j.id for j in session.scalars(select(Job).where(Job.state.in_(("queued", "running"))))
-            if j.id not in pending
-        ]  # fmt: skip
-    for job_id in stuck:
-        log.warning("job %s was left unfinished by a stopped worker; queueing it again", job_id)
-        task(job_id)
-    return len(stuck)
-
-
-def run_worker(settings: ServerSettings, workers: int = 1) -> None:
-    queue = make_queue(settings)
-    recover_jobs(queue, settings, register_tasks(queue, settings))
-    queue.create_consumer(workers=workers, periodic=False).run()
+    def run_worker(self, workers: int = 1) -> None:
+        self.recover()
+        self.huey.create_consumer(workers=workers, periodic=False).run()

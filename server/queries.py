@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from server.models import Detection, DetectionFrame
+from server.models import Detection, DetectionFrame, Media
+
+# Exports span a year of frames: IN lists are cut below every database's bound-parameter limit
+# (SQLite 32,766; PostgreSQL 65,535).
+_CHUNK = 5000
+
+
+def rows_where_in(session: Session, query: Select[Any], column: Any, ids: Sequence[str]) -> Iterator[Any]:
+    """`query` rows whose `column` is in `ids`, asked in chunks."""
+    for start in range(0, len(ids), _CHUNK):
+        yield from session.scalars(query.where(column.in_(ids[start : start + _CHUNK])))
 
 
 def frames_in(since: datetime | None, until: datetime | None) -> Select[Any]:
@@ -24,7 +34,21 @@ def frames_in(since: datetime | None, until: datetime | None) -> Select[Any]:
 
 def boxes_by_frame(session: Session, frame_ids: Sequence[str]) -> dict[str, list[Detection]]:
     boxes: dict[str, list[Detection]] = {frame_id: [] for frame_id in frame_ids}
-    query = select(Detection).where(Detection.frame_id.in_(frame_ids)).order_by(Detection.id)
-    for det in session.scalars(query):
+    for det in rows_where_in(
+        session, select(Detection).order_by(Detection.id), Detection.frame_id, frame_ids
+    ):
         boxes[det.frame_id].append(det)
     return boxes
+
+
+def media_by_frame(session: Session, frame_ids: Sequence[str]) -> dict[str, dict[str, Media]]:
+    """frame id -> kind (frame, thumbnail, crop) -> the first picture of that kind."""
+    media: dict[str, dict[str, Media]] = {frame_id: {} for frame_id in frame_ids}
+    for item in rows_where_in(session, select(Media).order_by(Media.id), Media.detection_id, frame_ids):
+        media[item.detection_id].setdefault(item.kind, item)
+    return media
+
+
+def picture(media: dict[str, Media]) -> Media | None:
+    """The best whole-frame picture: the full frame if the trap sent it, else the thumbnail."""
+    return media.get("frame") or media.get("thumbnail")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from server.core.config import ServerSettings
 from server.models import ApiToken, Device
@@ -27,13 +27,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_sessions(request: Request) -> sessionmaker[Session]:
-    sessions: sessionmaker[Session] = request.app.state.sessions
-    return sessions
-
-
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
-SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
@@ -50,12 +44,16 @@ def _bearer(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def current_user(request: Request, session: SessionDep) -> Principal:
+def principal_or_none(request: Request, session: Session) -> Principal | None:
+    """Who the bearer token or the dashboard cookie belongs to, if anyone."""
     token = _bearer(request)
-    if token:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-        if row is not None:
-            return Principal(row.name, row.role)
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token))) if token else None
+    return Principal(row.name, row.role) if row is not None else None
+
+
+def current_user(request: Request, session: SessionDep) -> Principal:
+    if (user := principal_or_none(request, session)) is not None:
+        return user
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED, "a valid API token is needed", {"WWW-Authenticate": "Bearer"}
     )

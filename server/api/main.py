@@ -22,6 +22,7 @@ from server.api.routes import (
 )
 from server.core.config import ServerSettings
 from server.db import make_engine, session_factory
+from server.jobs import JobQueue
 from server.web import pages
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -35,6 +36,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.sessions = session_factory(app.state.engine)
+    app.state.jobs = JobQueue(settings, app.state.sessions)
     v1 = APIRouter(prefix="/api/v1")
     for module in (
         devices,

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.models import Deployment, DetectionFrame, Device, Media, Sequence
-from server.queries import boxes_by_frame, frames_in
+from server.models import Deployment, DetectionFrame, Device, Sequence
+from server.queries import boxes_by_frame, frames_in, media_by_frame, picture, rows_where_in
 
 VERSION = "1.0"
 BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"
@@ -159,17 +159,16 @@ def build_package(
     obs_rows: list[dict[str, Any]] = []
     media_files: dict[str, Path] = {}
     skipped = 0
-    pictures = {
-        m.detection_id: m
-        for m in session.scalars(select(Media).where(Media.kind.in_(("frame", "thumbnail"))))
-    }
     models = {
         d.id: f"{d.model_name or 'unknown'} v{d.model_version or '?'}"
         for d in session.scalars(select(Device))
     }
-    sequences = {s.id: s for s in session.scalars(select(Sequence))}
     all_frames: list[DetectionFrame] = list(session.scalars(frames_in(since, until)))
-    boxes = boxes_by_frame(session, [f.id for f in all_frames])
+    frame_ids = [f.id for f in all_frames]
+    boxes = boxes_by_frame(session, frame_ids)
+    media = media_by_frame(session, frame_ids)
+    sequence_ids = sorted({f.sequence_id for f in all_frames})
+    sequences = {s.id: s for s in rows_where_in(session, select(Sequence), Sequence.id, sequence_ids)}
     used: set[int] = set()
     for frame in all_frames:
         dep = next(
@@ -187,10 +186,10 @@ def build_package(
             continue
         used.add(dep.id)
         dep_id = f"{dep.device_id}-{dep.id}"
-        picture = pictures.get(frame.id)
-        if picture is not None and (media_dir / picture.sha256[:2] / picture.sha256).exists():
-            path = f"media/{picture.sha256}.jpg"
-            media_files[path] = media_dir / picture.sha256[:2] / picture.sha256
+        best = picture(media[frame.id])
+        if best is not None and (media_dir / best.sha256[:2] / best.sha256).exists():
+            path = f"media/{best.sha256}.jpg"
+            media_files[path] = media_dir / best.sha256[:2] / best.sha256
         else:
             path = frame.image_file  # on the trap's card, not part of the package
         media_rows.append(

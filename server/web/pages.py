@@ -9,21 +9,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from server.api.deps import COOKIE, SessionDep
-from server.models import ApiToken, Device, ModelVersion
-from server.security import hash_token
+from server.api.deps import SessionDep, principal_or_none
+from server.models import Device, ModelVersion
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 
 
 def _logged_in(request: Request, session: SessionDep) -> bool:
-    token = request.cookies.get(COOKIE)
-    return (
-        bool(token)
-        and session.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(token or "")))
-        is not None
-    )
+    return principal_or_none(request, session) is not None
 
 
 @router.get("/login", response_class=HTMLResponse)

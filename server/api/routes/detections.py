@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from server.api.deps import SessionDep, UserDep
 from server.api.schemas import Box, DailyCount, Frame, Page, SequenceOut
-from server.models import Detection, DetectionFrame, Label, Media, Sequence
-from server.queries import boxes_by_frame
+from server.models import Detection, DetectionFrame, Label, Sequence
+from server.queries import boxes_by_frame, media_by_frame
 
 router = APIRouter(tags=["detections"])
 DETECTOR_CATEGORIES = ("animal", "person", "vehicle")
@@ -57,31 +57,32 @@ def frame_query(
     return query
 
 
-def frames_page(session: Session, query: Select[Any], cursor: str | None, limit: int) -> Page[Frame]:
+def keyset_page(
+    session: Session, query: Select[Any], stamp_column: Any, key_column: Any, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """Newest first by (stamp, key); the cursor is the last row's pair, so pages never shift."""
     if cursor:
         stamp, key = _decode(cursor)
-        query = query.where(
-            or_(
-                DetectionFrame.captured_at < stamp,
-                and_(DetectionFrame.captured_at == stamp, DetectionFrame.id < key),
-            )
-        )
-    rows = list(
-        session.scalars(
-            query.order_by(DetectionFrame.captured_at.desc(), DetectionFrame.id.desc()).limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
+        query = query.where(or_(stamp_column < stamp, and_(stamp_column == stamp, key_column < key)))
+    ordered = query.order_by(stamp_column.desc(), key_column.desc()).limit(limit + 1)
+    rows = list(session.scalars(ordered))
+    if len(rows) <= limit:
+        return rows, None
     rows = rows[:limit]
+    last = rows[-1]
+    return rows, _encode(getattr(last, stamp_column.key), getattr(last, key_column.key))
+
+
+def frames_page(session: Session, query: Select[Any], cursor: str | None, limit: int) -> Page[Frame]:
+    rows, next_cursor = keyset_page(
+        session, query, DetectionFrame.captured_at, DetectionFrame.id, cursor, limit
+    )
     ids = [r.id for r in rows]
     boxes = {
         frame_id: [Box(category=d.category, conf=d.conf, bbox=(d.x, d.y, d.w, d.h)) for d in dets]
         for frame_id, dets in boxes_by_frame(session, ids).items()
     }
-    media: dict[str, dict[str, str]] = {i: {} for i in ids}
-    for item in session.scalars(select(Media).where(Media.detection_id.in_(ids))):
-        if item.detection_id:
-            media[item.detection_id].setdefault(item.kind, item.sha256)
+    media = media_by_frame(session, ids)
     items = [
         Frame(
             id=r.id,
@@ -96,12 +97,11 @@ def frames_page(session: Session, query: Select[Any], cursor: str | None, limit:
             night=r.night,
             model=f"{r.model_name} v{r.model_version}",
             detections=boxes[r.id],
-            media=media[r.id],
+            media={kind: item.sha256 for kind, item in media[r.id].items()},
         )
         for r in rows
     ]
-    last = rows[-1] if rows else None
-    return Page[Frame](items=items, next_cursor=_encode(last.captured_at, last.id) if more and last else None)
+    return Page[Frame](items=items, next_cursor=next_cursor)
 
 
 @router.get("/detections", response_model=Page[Frame])
@@ -131,18 +131,9 @@ def list_sequences(
     query = select(Sequence)
     if device_id:
         query = query.where(Sequence.device_id == device_id)
-    if cursor:
-        stamp, key = _decode(cursor)
-        query = query.where(
-            or_(Sequence.first_frame_at < stamp, and_(Sequence.first_frame_at == stamp, Sequence.id < key))
-        )
-    rows = list(
-        session.scalars(query.order_by(Sequence.first_frame_at.desc(), Sequence.id.desc()).limit(limit + 1))
-    )
-    more, rows = len(rows) > limit, rows[:limit]
+    rows, next_cursor = keyset_page(session, query, Sequence.first_frame_at, Sequence.id, cursor, limit)
     items = [SequenceOut.model_validate(r, from_attributes=True) for r in rows]
-    nxt = _encode(rows[-1].first_frame_at, rows[-1].id) if more and rows else None
-    return Page[SequenceOut](items=items, next_cursor=nxt)
+    return Page[SequenceOut](items=items, next_cursor=next_cursor)
 
 
 def daily_counts(

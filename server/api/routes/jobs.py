@@ -6,12 +6,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.deps import AdminDep, SessionDep, SessionsDep, SettingsDep, UserDep
-from server.jobs import enqueue_dataset_job
+from server.api.deps import AdminDep, SessionDep, UserDep
 from server.models import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -39,11 +38,9 @@ class JobOut(BaseModel):
 
 
 @router.post("/dataset", response_model=JobOut, status_code=202)
-def request_dataset(
-    body: DatasetRequest, session: SessionDep, sessions: SessionsDep, settings: SettingsDep, _admin: AdminDep
-) -> JobOut:
+def request_dataset(body: DatasetRequest, session: SessionDep, request: Request, _admin: AdminDep) -> JobOut:
     """Queue a ZIP of pictures with YOLO labels for the frames matching the filters."""
-    job_id = enqueue_dataset_job(settings, sessions, body.model_dump(mode="json", exclude_none=True))
+    job_id = request.app.state.jobs.enqueue_dataset(body.model_dump(mode="json", exclude_none=True))
     return JobOut.model_validate(session.get(Job, job_id), from_attributes=True)
 
 
