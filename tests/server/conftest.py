@@ -114,7 +114,7 @@ def sessions_for() -> Iterator[object]:
 ADMIN, VIEWER, UPLOAD = "admin-token-0123456789", "viewer-token-0123456789", "upload-token-trap-01"
 
 
-def _accepted(topic: str, payload: bytes) -> Accepted:
+def accepted(topic: str, payload: bytes) -> Accepted:
     verdict = validate("trapline", topic, payload, 10**6)
     assert isinstance(verdict, Accepted), verdict
     return verdict
@@ -131,23 +131,21 @@ def seed(app: Any) -> None:
     messages: list[Accepted] = []
     for n in range(30):  # trap-01: animals; every 5th frame also a person; frames 1 h apart over 2 days
         cats = ("animal", "person") if n % 5 == 0 else ("animal",)
-        messages.append(
-            _accepted("trapline/trap-01/detections", detection_payload("trap-01", n * 3600, cats))
-        )
+        messages.append(accepted("trapline/trap-01/detections", detection_payload("trap-01", n * 3600, cats)))
     for n in range(5):
         messages.append(
-            _accepted("trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)))
+            accepted("trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)))
         )
     status = {"state": "online", "ts": now.isoformat(), "agent_version": "0.1.0"}
-    messages.append(_accepted("trapline/trap-01/status", json.dumps(status).encode()))
+    messages.append(accepted("trapline/trap-01/status", json.dumps(status).encode()))
     old = {
         **status,
         "state": "offline",
         "ts": (now - timedelta(hours=1)).isoformat(),
     }  # late and older: ignored
-    messages.append(_accepted("trapline/trap-01/status", json.dumps(old).encode()))
+    messages.append(accepted("trapline/trap-01/status", json.dumps(old).encode()))
     offline = {**status, "state": "offline"}
-    messages.append(_accepted("trapline/trap-02/status", json.dumps(offline).encode()))
+    messages.append(accepted("trapline/trap-02/status", json.dumps(offline).encode()))
     assert all(isinstance(m, Accepted) for m in messages)
     with transaction(sessions) as session:
         store_batch(session, messages, [("trapline/x/detections", "not JSON", b"{")])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from server.db import transaction
+from server.ingest.store import store_batch
 from tests.conftest import SAMPLES
-from tests.server.conftest import ADMIN, UPLOAD, VIEWER
+from tests.server.conftest import ADMIN, UPLOAD, VIEWER, accepted
 
 
 def _get(client: TestClient, path: str, token: str = VIEWER, **params: Any) -> Any:
@@ -136,3 +139,32 @@ def test_species_labels_filter_detections(client: TestClient) -> None:
     }
     assert {f["id"] for f in foxes} == expected | {"trap-02:000000004"}
     assert len(expected) >= 1
+
+
+def test_sequences_page_through_without_gaps(client: TestClient) -> None:
+    app_sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    summaries = []
+    for n in range(7):
+        body = {
+            "schema": "trapline.sequences/1", "sequence_id": f"trap-01:seq:{n:09d}", "device_id": "trap-01",
+            "first_frame_at": f"2026-11-22T0{n}:00:00+00:00", "last_frame_at": f"2026-11-22T0{n}:00:02+00:00",
+            "frame_count": 3, "categories": {"animal": {"max_count": 1, "best_conf": 0.9}},
+            "mean_class_probabilities": {"animal": 0.9},
+        }  # fmt: skip
+        summaries.append(accepted("trapline/trap-01/sequences", json.dumps(body).encode()))
+    with transaction(app_sessions) as session:
+        store_batch(session, summaries, [])
+    seen, cursor = [], None
+    while True:
+        page = _get(client, "/sequences", limit=3, **({"cursor": cursor} if cursor else {}))
+        seen += [s["id"] for s in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [f"trap-01:seq:{n:09d}" for n in reversed(range(7))]  # newest first, each once
+    assert (
+        client.get(
+            "/api/v1/sequences?cursor=garbage", headers={"Authorization": f"Bearer {VIEWER}"}
+        ).status_code
+        == 400
+    )

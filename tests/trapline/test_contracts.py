@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import pytest
 from pydantic import ValidationError
@@ -49,6 +48,13 @@ def test_topics_build_and_parse() -> None:
         topic("trapline", "+", "status")
 
 
-def test_detection_bbox_edge_tolerance() -> None:
-    assert Detection(category="animal", conf=0.5, bbox=(0.5, 0.5, 0.5, 0.5)).bbox[2] == 0.5
-    assert datetime.fromisoformat(EXAMPLE["captured_at"]).utcoffset() is not None  # type: ignore[arg-type]
+def test_bbox_may_touch_the_frame_edge_but_not_cross_it() -> None:
+    assert Detection(category="animal", conf=0.5, bbox=(0.5, 0.5, 0.5, 0.5)).bbox == (0.5, 0.5, 0.5, 0.5)
+    Detection(category="animal", conf=0.5, bbox=(0.6, 0.0, 0.4 + 5e-7, 0.1))  # float rounding: allowed
+    with pytest.raises(ValidationError, match="outside the frame"):
+        Detection(category="animal", conf=0.5, bbox=(0.6, 0.0, 0.4 + 1e-4, 0.1))
+
+
+def test_timestamps_go_out_with_milliseconds_and_an_offset() -> None:
+    message = DetectionMessage.model_validate({**EXAMPLE, "captured_at": "2026-11-22T03:14:07.123456Z"})
+    assert json.loads(message.to_json())["captured_at"] == "2026-11-22T03:14:07.123+00:00"
