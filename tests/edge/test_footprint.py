@@ -35,3 +35,38 @@ def test_edge_extra_pulls_no_heavy_packages() -> None:
     names = {req.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for req in wanted}
     assert names.isdisjoint({"torch", "torchvision", "ultralytics", "fastapi", "sqlalchemy"})
     assert {"onnxruntime", "paho-mqtt", "opencv-python-headless"} <= names
+
+
+def test_the_installed_package_carries_its_runtime_data(tmp_path: Path) -> None:
+    """A Pi installs the wheel, not the checkout: the default model must be inside it."""
+    import shutil
+    import zipfile
+
+    import pytest
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed (make installs it)")
+    # a clean copy: setuptools reuses a stale build/ folder of the checkout, which would hide omissions
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", ".cache", "build", "var", "*.egg-info", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(ROOT, source, ignore=skip)
+    out = tmp_path / "dist"
+    subprocess.run(
+        [uv, "build", "--quiet", "--wheel", "--out-dir", str(out), str(source)], check=True, timeout=300
+    )
+    names = set(zipfile.ZipFile(next(out.glob("*.whl"))).namelist())
+    bundle = {
+        f"edge/models/trapline-nano/{p.name}" for p in (ROOT / "edge" / "models" / "trapline-nano").iterdir()
+    }
+    required = bundle | {
+        "edge/models/trapline-release.pub",
+        "edge/agent.example.yaml",
+        "server/web/templates/fleet.html",
+        "server/web/static/app.js",
+        "server/migrations/env.py",
+        "server/migrations/versions/0001_initial_schema.py",
+    }
+    assert required - names == set()
