@@ -65,6 +65,7 @@ model: venv
 	  --baseline edge/models/yolov8n-coco-int8.tflite --out $(MODEL_BUILD)/report
 	$(PY) -m trapline.cli export bundle --model $(MODEL_BUILD)/exports/last-$(MODEL_IMGSZ)-int8.onnx \
 	  --name trapline-nano --version 1 --private-key $(KEY) --metrics $(MODEL_BUILD)/report/report.json \
+	  --export-report $(MODEL_BUILD)/exports/export_report.json --training-run $(MODEL_BUILD)/run/fit \
 	  --attach $(MODEL_BUILD)/report/report.md $(MODEL_BUILD)/report/threshold_curve.png \
 	  $(MODEL_BUILD)/report/confusion.png $(MODEL_BUILD)/dataset/dataset.png --out $(MODEL_BUILD)/bundle
 

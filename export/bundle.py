@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from edge.backends import load_backend
 from edge.model_info import COCO_CATEGORIES, _literal
@@ -24,6 +27,39 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+_REPORTED = ("images", "precision", "recall", "f1", "mean_iou", "map50", "map50_95", "image_accuracy",
+             "per_class", "threshold_for_precision")  # fmt: skip
+_TRAINING_ARGS = ("model", "epochs", "imgsz", "batch", "seed", "freeze", "optimizer", "patience", "device")
+
+
+def bundle_metrics(evaluation: Path | None, export_report: Path | None) -> dict[str, Any]:
+    """What a bundle says about its quality: `train evaluate`'s report.json (model and baseline on
+    the test split) and `trapline export`'s checks on the val split."""
+    metrics: dict[str, Any] = {}
+    if evaluation is not None:
+        report = json.loads(evaluation.read_text())
+        metrics["test_split"] = {k: report["model"][k] for k in _REPORTED if k in report["model"]}
+        if report.get("baseline"):
+            metrics["test_split_baseline"] = {
+                k: report["baseline"][k] for k in _REPORTED if k in report["baseline"]
+            }
+    if export_report is not None:
+        metrics["export_checks_val_split"] = json.loads(export_report.read_text())
+    return metrics
+
+
+def training_provenance(run: Path) -> dict[str, Any]:
+    """How the model was trained, from the Ultralytics run folder and the prepared dataset."""
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    provenance: dict[str, Any] = {"training": {k: args.get(k) for k in _TRAINING_ARGS}}
+    data_yaml = Path(str(args.get("data", "")))
+    splits = data_yaml.parent / "splits.json"
+    if splits.is_file():
+        counts = Counter(json.loads(splits.read_text()).values())
+        provenance["dataset"] = {"images_per_split": dict(sorted(counts.items()))}
+    return provenance
 
 
 def build_bundle(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -28,11 +27,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from export.bundle import build_bundle
+    from export.bundle import build_bundle, bundle_metrics, training_provenance
     from trapline.manifest import Thresholds
 
-    metrics = json.loads(args.metrics.read_text()) if args.metrics else {}
-    provenance = json.loads(args.provenance.read_text()) if args.provenance else {}
+    metrics = bundle_metrics(args.metrics, args.export_report)
+    provenance = training_provenance(args.training_run) if args.training_run else {}
     extra = [p for p in (args.metrics, *(args.attach or [])) if p]
     manifest = build_bundle(
         args.model,
@@ -75,7 +74,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     bundle.add_argument("--version", required=True)
     bundle.add_argument("--private-key", type=Path, required=True)
     bundle.add_argument("--metrics", type=Path, help="report.json from `train evaluate`")
-    bundle.add_argument("--provenance", type=Path, help="JSON: how the model was trained (data, schedule)")
+    bundle.add_argument("--export-report", type=Path, help="export_report.json from `trapline export`")
+    bundle.add_argument("--training-run", type=Path, help="the Ultralytics run folder (its args.yaml)")
     bundle.add_argument("--attach", type=Path, nargs="*", help="more files to ship (report.md, plots)")
     bundle.add_argument("--conf", type=float, default=0.25, help="default confidence threshold")
     bundle.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")
