@@ -41,9 +41,9 @@ def _peak_rss_mb() -> float:
 
 
 def _agent_worker(model: Path, frames: int) -> dict[str, Any]:
-    from edge.agent import Agent
-    from edge.config import AgentConfig
-    from edge.sources.replay import ReplaySource, ReplaySourceConfig
+    from trapline.edge.agent import Agent
+    from trapline.edge.config import AgentConfig
+    from trapline.edge.sources.replay import ReplaySource, ReplaySourceConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         source_cfg = {"type": "replay", "files": [str(SAMPLES)], "count": frames}
@@ -60,7 +60,7 @@ def _agent_worker(model: Path, frames: int) -> dict[str, Any]:
         source = ReplaySource(ReplaySourceConfig.model_validate(source_cfg))
         import threading
 
-        from edge.imaging import decode_image
+        from trapline.edge.imaging import decode_image
 
         inference: list[float] = []
         decode: list[float] = []

@@ -44,7 +44,7 @@ def _torch_latency(weights: Path, imgsz: int, threads: int, runs: int) -> float:
 
 
 def _backend_latency(path: Path, threads: int, runs: int) -> float:
-    from edge.backends import load_backend
+    from trapline.edge.backends import load_backend
 
     backend = load_backend(path, threads=threads)
     spec = backend.info.input
@@ -67,10 +67,10 @@ def _quiet_ultralytics() -> None:
 
 
 def run_table(weights: Path, runs: int) -> Table:
-    from export.exporter import EXPORT_TARGETS
-    from training.evaluate import evaluate
-    from training.fit import offline_environment
-    from training.prepare import prepare
+    from trapline.export.exporter import EXPORT_TARGETS
+    from trapline.training.evaluate import evaluate
+    from trapline.training.fit import offline_environment
+    from trapline.training.prepare import prepare
 
     _quiet_ultralytics()
     camtrap = SHARED / "data" / "camtrap-dev"

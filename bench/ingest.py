@@ -28,11 +28,11 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, select
 
-from server.db import make_engine, session_factory, transaction
-from server.migrate import upgrade
-from server.models import DetectionFrame, Device
-from server.postgres_instance import TemporaryPostgres, available
-from trapline.broker import MosquittoBroker
+from tests.support.postgres import TemporaryPostgres, available
+from trapline.cli.broker import MosquittoBroker
+from trapline.server.db import make_engine, session_factory, transaction
+from trapline.server.migrate import upgrade
+from trapline.server.models import DetectionFrame, Device
 
 DEVICES = ("trap-01", "trap-02")
 PACED_RATE = 2000  # messages/s: a fleet's busy hour, well below capacity

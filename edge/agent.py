@@ -14,20 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge import __version__
-from edge.backends import ModelLoadError
-from edge.bursts import BurstGrouper, BurstState
-from edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
-from edge.detector import Detector
-from edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
-from edge.imaging import BadImageError, decode_image, is_night
-from edge.pictures import crops, thumbnail
-from edge.publisher import MqttPublisher
-from edge.quarantine import Quarantine
-from edge.sources import Frame, FrameSource, make_source
-from edge.spool import PRIORITY_EMPTY_FRAME, DetectionSpool, OutboundMessage, PendingUpload, SpoolError
-from edge.uploader import PictureUploader
-from trapline.bundle import BundleError, verify_bundle
+from trapline.bundle import BundleError, resolve_model_file
 from trapline.contracts import (
     Detection,
     DetectionMessage,
@@ -40,6 +27,25 @@ from trapline.contracts import (
     topic,
     utc_now,
 )
+from trapline.edge import __version__
+from trapline.edge.backends import ModelLoadError
+from trapline.edge.bursts import BurstGrouper, BurstState
+from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
+from trapline.edge.detector import Detector
+from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
+from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.pictures import crops, thumbnail
+from trapline.edge.publisher import MqttPublisher
+from trapline.edge.quarantine import Quarantine
+from trapline.edge.sources import Frame, FrameSource, make_source
+from trapline.edge.spool import (
+    PRIORITY_EMPTY_FRAME,
+    DetectionSpool,
+    OutboundMessage,
+    PendingUpload,
+    SpoolError,
+)
+from trapline.edge.uploader import PictureUploader
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +63,10 @@ class AgentCounters:
 
 def resolve_model(path: Path, public_key: Path) -> Path:
     """The model file to load: a bundle directory is verified first (signature and hashes)."""
-    if not path.is_dir():
-        log.warning("loading %s without a signed bundle (fine for development, not for a fleet)", path)
-        return path
     try:
-        manifest = verify_bundle(path, public_key)
+        return resolve_model_file(path, public_key)
     except BundleError as exc:
         raise ModelLoadError(f"refusing model bundle: {exc}") from exc
-    log.info("bundle %s: %s v%s, signature and hashes verified", path, manifest.name, manifest.version)
-    return path / manifest.model_file
 
 
 def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from trapline.contracts import CategorySummary, Detection, SequenceSummary
+from trapline.contracts import CategorySummary, Detection, SequenceSummary, as_category
 
 
 @dataclass
@@ -58,8 +58,9 @@ class BurstGrouper:
             last_frame_at=datetime.fromisoformat(seq.last_at),
             frame_count=seq.frame_count,
             categories={
-                cat: CategorySummary(max_count=seq.max_counts[cat], best_conf=seq.best_conf[cat])
-                for cat in sorted(seq.max_counts)
+                category: CategorySummary(max_count=seq.max_counts[name], best_conf=seq.best_conf[name])
+                for name in sorted(seq.max_counts)
+                if (category := as_category(name)) is not None
             },
             mean_class_probabilities={
                 cat: round(seq.probability_sums.get(cat, 0.0) / seq.frame_count, 4) for cat in self.categories

@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge.agent import AgentCounters, load_detector
-from edge.backends import ModelLoadError
-from edge.config import ConfigError, load_config
-from edge.imaging import BadImageError, decode_image
-
-SAMPLES = Path(__file__).parent / "samples"
+from trapline.edge.agent import AgentCounters, load_detector
+from trapline.edge.backends import ModelLoadError
+from trapline.edge.config import PACKAGED_SAMPLES, ConfigError, load_config
+from trapline.edge.imaging import BadImageError, decode_image
 
 
 def run_check(config_path: Path, image_path: Path | None) -> int:
@@ -29,7 +27,7 @@ def run_check(config_path: Path, image_path: Path | None) -> int:
         f"model    {info.name} v{info.version} ({detector.backend.path.name}, {detector.backend.key},"
         f" {info.input_width}x{info.input_height}), loaded and warmed up in {load_ms:.0f} ms"
     )
-    image_path = image_path or sorted(SAMPLES.glob("*.jpg"))[0]
+    image_path = image_path or sorted(PACKAGED_SAMPLES.glob("*.jpg"))[0]
     try:
         image = decode_image(image_path.read_bytes(), config.max_image_pixels)
     except (OSError, BadImageError) as exc:

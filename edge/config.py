@@ -13,8 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.sources import SourceConfig
 from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+from trapline.edge.sources import SourceConfig
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
 PASSWORD_CREDENTIAL = "mqtt-password"  # noqa: S105 - a file name
@@ -26,6 +26,8 @@ PACKAGED_MODEL = PACKAGED_MODELS / "trapline-nano"
 # the COCO stand-in it replaced, kept as the evaluation baseline
 COCO_STAND_IN = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
 PACKAGED_PUBLIC_KEY = PACKAGED_MODELS / "trapline-release.pub"
+# sample photos shipped with the agent: `trapline edge check` and the demo use them
+PACKAGED_SAMPLES = Path(__file__).parent / "samples"
 
 
 def secret(env_name: str, credential_name: str) -> str | None:

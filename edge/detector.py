@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends import InferenceBackend, ModelLoadError, load_backend
-from edge.model_info import ModelInfo
-from edge.yolo import RawDetections, decode, letterbox, to_input_tensor
 from trapline.contracts import Detection
+from trapline.edge.backends import InferenceBackend, ModelLoadError, load_backend
+from trapline.edge.model_info import ModelInfo
+from trapline.edge.yolo import RawDetections, decode, letterbox, to_input_tensor
 from trapline.formats import format_for_path
 from trapline.manifest import Thresholds
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trapline.contracts import ModelRef
+from trapline.contracts import Category, ModelRef, as_category
 from trapline.files import file_sha256
 from trapline.manifest import MANIFEST_NAME, ModelManifest, Thresholds
 
 log = logging.getLogger(__name__)
 
 # COCO classes that mean something at a camera trap; every other COCO class is dropped.
-COCO_CATEGORIES: dict[str, str] = {
+COCO_CATEGORIES: dict[str, Category] = {
     "person": "person",
     **{
         name: "vehicle"
@@ -68,7 +68,7 @@ class ModelInfo:
     input_height: int
     input_width: int
     class_names: tuple[str, ...]
-    categories: tuple[str | None, ...]
+    categories: tuple[Category | None, ...]
     thresholds: Thresholds
 
     @property
@@ -87,7 +87,6 @@ class ModelInfo:
         sha256 = file_sha256(model_path)
         if manifest is not None:
             names = list(manifest.class_names)
-            categories = manifest.categories
             height, width = manifest.input.height, manifest.input.width
             return cls(
                 manifest.name,
@@ -96,7 +95,7 @@ class ModelInfo:
                 height,
                 width,
                 tuple(names),
-                tuple(categories) if categories is not None else tuple(names),
+                manifest.published_categories(),
                 manifest.thresholds,
             )
         raw_names = _literal(embedded.get("names"))
@@ -106,7 +105,7 @@ class ModelInfo:
             )
         names = [str(raw_names[k]) for k in sorted(raw_names, key=int)]
         is_coco = len(names) == 80 and names[0] == "person"
-        mapped: list[str | None] = [COCO_CATEGORIES.get(n) if is_coco else n for n in names]
+        mapped = [COCO_CATEGORIES.get(n) if is_coco else as_category(n) for n in names]
         imgsz = _literal(embedded.get("imgsz"))
         if isinstance(imgsz, list | tuple) and len(imgsz) == 2:
             height, width = int(imgsz[0]), int(imgsz[1])

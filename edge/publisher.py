@@ -19,9 +19,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import MqttConfig
-from edge.spool import DetectionSpool
-from trapline.contracts import TOPIC_QOS, TOPIC_RETAIN, DeviceState, TopicKind, topic
+from trapline.contracts import TOPICS, DeviceState, TopicKind, topic
+from trapline.edge.config import MqttConfig
+from trapline.edge.spool import DetectionSpool
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,8 @@ class MqttPublisher:
         info = self._client.publish(
             topic(self.config.prefix, self.device_id, kind),
             payload,
-            qos=TOPIC_QOS[kind],
-            retain=TOPIC_RETAIN[kind],
+            qos=TOPICS[kind].qos,
+            retain=TOPICS[kind].retain,
         )
         return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 

@@ -7,7 +7,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.sources.base import Frame
+from trapline.edge.sources.base import Frame
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 
-from edge.config import UploadConfig
-from edge.spool import DetectionSpool, QueuedUpload
+from trapline.edge.config import UploadConfig
+from trapline.edge.spool import DetectionSpool, QueuedUpload
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.backends.base import TensorSpec
+from trapline.edge.backends.base import TensorSpec
 
 PAD_VALUE = 114
 # Ultralytics offsets boxes by class * this so one NMS pass never suppresses across classes.

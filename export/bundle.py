@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from edge.backends import load_backend
-from edge.model_info import COCO_CATEGORIES, _literal
 from trapline.bundle import pack_bundle, sign_bundle
+from trapline.edge.backends import load_backend
+from trapline.edge.model_info import COCO_CATEGORIES, _literal
 from trapline.formats import format_for_path
 from trapline.manifest import InputSpec, ModelManifest, Thresholds
 

@@ -1,4 +1,4 @@
-"""`trapline export`, `trapline export bundle`, `trapline keys generate`."""
+"""`trapline export`, `trapline export bundle`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _export(args: argparse.Namespace) -> int:
-    from export.exporter import EXPORT_TARGETS, ExportCheckError, export_all
+    from trapline.export.exporter import EXPORT_TARGETS, ExportCheckError, export_all
 
     if args.weights is None or args.data is None:
         print(f"trapline export: --weights and --data are required (targets: {', '.join(EXPORT_TARGETS)})")
@@ -27,7 +27,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from export.bundle import build_bundle, bundle_metrics, training_provenance
+    from trapline.export.bundle import build_bundle, bundle_metrics, training_provenance
     from trapline.manifest import Thresholds
 
     metrics = bundle_metrics(args.metrics, args.export_report)
@@ -49,17 +49,8 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(args: argparse.Namespace) -> int:
-    from trapline.bundle import generate_keys
-
-    generate_keys(args.out / f"{args.name}.key", args.out / f"{args.name}.pub")
-    print(f"private key: {args.out / (args.name + '.key')} (keep it secret)")
-    print(f"public key:  {args.out / (args.name + '.pub')}")
-    return 0
-
-
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    exp = commands.add_parser("export", help="export ONNX/TFLite (FP32, INT8) and check them; or `bundle`")
+def register(exp: argparse.ArgumentParser) -> None:
+    """`trapline export ...` and `trapline export bundle ...`."""
     exp.add_argument("--weights", type=Path, help="trained checkpoint (.pt)")
     exp.add_argument("--data", type=Path, help="data.yaml (val split for checks, train for calibration)")
     exp.add_argument("--formats", default="onnx-fp32,onnx-int8,tflite-fp32,tflite-int8")
@@ -81,9 +72,3 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     bundle.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")
     bundle.add_argument("--out", type=Path, required=True)
     bundle.set_defaults(handler=_bundle)
-
-    keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
-    gen = keys.add_parser("generate", help="a new Ed25519 key pair for signing bundles")
-    gen.add_argument("--out", type=Path, required=True)
-    gen.add_argument("--name", default="trapline-release")
-    gen.set_defaults(handler=_keys)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export.onnx_int8 import quantize_int8
+from trapline.export.onnx_int8 import quantize_int8
 from trapline.formats import MODEL_FORMATS, ModelFormat
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def export_all(
     imgsz: int = 640,
     max_map50_drop: float = 1.0,
 ) -> list[ExportResult]:
-    from training.evaluate import evaluate
-    from training.fit import offline_environment
+    from trapline.training.evaluate import evaluate
+    from trapline.training.fit import offline_environment
 
     offline_environment(out / ".ultralytics")
     unknown = set(targets) - set(EXPORT_TARGETS)

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import onnx
 
-from edge.backends.base import TensorSpec
-from edge.yolo import letterbox, to_input_tensor
+from trapline.edge.backends.base import TensorSpec
+from trapline.edge.yolo import letterbox, to_input_tensor
 
 log = logging.getLogger(__name__)
 HEAD_PREFIX = "/model.22/"

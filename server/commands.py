@@ -11,19 +11,19 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from server.core.config import ServerSettings
+    from trapline.server.core.config import ServerSettings
 
 log = logging.getLogger(__name__)
 
 
 def _settings() -> ServerSettings:
-    from server.core.config import ServerSettings
+    from trapline.server.core.config import ServerSettings
 
     return ServerSettings()
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from server.migrate import upgrade
+    from trapline.server.migrate import upgrade
 
     upgrade(_settings().database_url)
     print("database is at the newest schema")
@@ -31,8 +31,8 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 
 def _ingest(_args: argparse.Namespace) -> int:
-    from server.db import make_engine, session_factory
-    from server.ingest.worker import IngestWorker
+    from trapline.server.db import make_engine, session_factory
+    from trapline.server.ingest.worker import IngestWorker
 
     settings = _settings()
     worker = IngestWorker(settings, session_factory(make_engine(settings.database_url)))
@@ -50,23 +50,23 @@ def _ingest(_args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.api.main import create_app
+    from trapline.server.api.main import create_app
 
     uvicorn.run(create_app(_settings()), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from server.jobs import JobQueue
+    from trapline.server.jobs import JobQueue
 
     JobQueue(_settings()).run_worker(workers=args.workers)
     return 0
 
 
 def _device_add(args: argparse.Namespace) -> int:
-    from server.db import make_engine, session_factory, transaction
-    from server.models import Device
-    from server.security import hash_token, mosquitto_password_line, new_token
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.models import Device
+    from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
     upload_token, mqtt_password = new_token(), new_token()
     factory = session_factory(make_engine(_settings().database_url))
@@ -85,9 +85,9 @@ def _device_add(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from server.db import make_engine, session_factory, transaction
-    from server.models import ApiToken
-    from server.security import hash_token, new_token
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.models import ApiToken
+    from trapline.server.security import hash_token, new_token
 
     token = new_token()
     with transaction(session_factory(make_engine(_settings().database_url))) as session:
@@ -103,9 +103,9 @@ def _token_create(args: argparse.Namespace) -> int:
 def _mqtt_auth(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from server.db import make_engine, session_factory
-    from server.models import Device
-    from server.security import mosquitto_acl, mosquitto_password_line
+    from trapline.server.db import make_engine, session_factory
+    from trapline.server.models import Device
+    from trapline.server.security import mosquitto_acl, mosquitto_password_line
 
     settings = _settings()
     factory = session_factory(make_engine(settings.database_url))
@@ -124,9 +124,9 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    from server.db import make_engine, session_factory, transaction
-    from server.models import ModelVersion
     from trapline.bundle import verify_bundle
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.models import ModelVersion
 
     settings = _settings()
     manifest = verify_bundle(args.bundle, settings.release_public_key)
@@ -144,8 +144,8 @@ def _model_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    server = commands.add_parser("server", help="the fleet server (settings: TRAPLINE_SERVER_* variables)")
+def register(server: argparse.ArgumentParser) -> None:
+    """`trapline server ...` (settings: TRAPLINE_SERVER_* variables)."""
     sub = server.add_subparsers(dest="server_command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=_migrate)
     sub.add_parser("ingest", help="run an MQTT ingest worker until stopped").set_defaults(handler=_ingest)

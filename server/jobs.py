@@ -23,14 +23,13 @@ from huey import Huey, RedisHuey, SqliteHuey
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.api.routes.detections import frame_query
-from server.core.config import ServerSettings
-from server.db import make_engine, session_factory, transaction
-from server.models import DetectionFrame, Job
-from server.queries import boxes_by_frame, media_by_frame, picture
+from trapline.contracts import CATEGORIES
+from trapline.server.core.config import ServerSettings
+from trapline.server.db import make_engine, session_factory, transaction
+from trapline.server.models import DetectionFrame, Job
+from trapline.server.queries import boxes_by_frame, frame_query, media_by_frame, picture
 
 log = logging.getLogger(__name__)
-CLASSES = ("animal", "person", "vehicle")
 
 
 def make_queue(settings: ServerSettings) -> Huey:
@@ -83,9 +82,10 @@ def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session],
                 stem = frame.id.replace(":", "_")
                 archive.write(path, f"images/train/{stem}.jpg")
                 lines = [
-                    f"{CLASSES.index(d.category)} {d.x + d.w / 2:.6f} {d.y + d.h / 2:.6f} {d.w:.6f} {d.h:.6f}"
+                    f"{CATEGORIES.index(d.category)}"  # type: ignore[arg-type,unused-ignore]
+                    f" {d.x + d.w / 2:.6f} {d.y + d.h / 2:.6f} {d.w:.6f} {d.h:.6f}"
                     for d in boxes.get(frame.id, [])
-                    if d.category in CLASSES
+                    if d.category in CATEGORIES
                 ]
                 archive.writestr(f"labels/train/{stem}.txt", "\n".join(lines) + ("\n" if lines else ""))
                 written += 1
@@ -95,7 +95,7 @@ def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session],
             "path": ".",
             "train": "images/train",
             "val": "images/train",
-            "names": dict(enumerate(CLASSES)),
+            "names": dict(enumerate(CATEGORIES)),
         }
         archive.writestr("data.yaml", yaml.safe_dump(data, sort_keys=False))
         readme = io.StringIO()

@@ -6,10 +6,11 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from server.models import Detection, DetectionFrame, Media
+from trapline.contracts import CATEGORIES
+from trapline.server.models import Detection, DetectionFrame, Label, Media
 
 # Exports span a year of frames: IN lists are cut below every database's bound-parameter limit
 # (SQLite 32,766; PostgreSQL 65,535).
@@ -29,6 +30,32 @@ def frames_in(since: datetime | None, until: datetime | None) -> Select[Any]:
         query = query.where(DetectionFrame.captured_at >= since)
     if until:
         query = query.where(DetectionFrame.captured_at < until)
+    return query
+
+
+def frame_query(
+    device_id: str | None,
+    category: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    min_conf: float | None,
+) -> Select[Any]:
+    """Frames by trap, category (or a species a biologist labelled), time and confidence."""
+    query = select(DetectionFrame)
+    if device_id:
+        query = query.where(DetectionFrame.device_id == device_id)
+    if category in CATEGORIES:
+        query = query.where(DetectionFrame.categories.contains(f",{category},"))
+    elif category:  # a species: frames a biologist labelled so, alone or as a whole sequence
+        labelled = select(Label.frame_id).where(Label.species == category, Label.frame_id.is_not(None))
+        sequences = select(Label.sequence_id).where(Label.species == category, Label.sequence_id.is_not(None))
+        query = query.where(or_(DetectionFrame.id.in_(labelled), DetectionFrame.sequence_id.in_(sequences)))
+    if since:
+        query = query.where(DetectionFrame.captured_at >= since)
+    if until:
+        query = query.where(DetectionFrame.captured_at < until)
+    if min_conf is not None:
+        query = query.where(DetectionFrame.max_conf >= min_conf)
     return query
 
 

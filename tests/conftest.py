@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from trapline.broker import MosquittoBroker
+from trapline.cli.broker import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "edge" / "samples"

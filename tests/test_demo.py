@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trapline.demo import run_demo
+from trapline.cli.demo import run_demo
 
 pytestmark = pytest.mark.slow
 

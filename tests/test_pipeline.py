@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import Agent
-from edge.config import AgentConfig
-from export.bundle import build_bundle
-from export.exporter import ExportCheckError, export_all
 from tests.conftest import SAMPLES, SHARED_WEIGHTS, needs_shared
 from trapline.bundle import generate_keys, verify_bundle
+from trapline.edge.agent import Agent
+from trapline.edge.config import AgentConfig
+from trapline.export.bundle import build_bundle
+from trapline.export.exporter import ExportCheckError, export_all
 
 pytestmark = pytest.mark.slow
 
 
 def test_train_export_bundle_and_run_on_the_trap(tmp_path: Path, camtrap: Path) -> None:
-    from training.evaluate import evaluate, write_report
-    from training.fit import fit
-    from training.prepare import prepare
+    from trapline.training.evaluate import evaluate, write_report
+    from trapline.training.fit import fit
+    from trapline.training.prepare import prepare
 
     # a small real subset: the human-labelled squirrels and the jaguars (MegaDetector labels)
     images = tmp_path / "images"

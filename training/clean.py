@@ -12,7 +12,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from training.records import ImageRecord
+from trapline.training.records import ImageRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from training.prepare import prepare
-    from training.summary import tallies
+    from trapline.training.prepare import prepare
+    from trapline.training.summary import tallies
 
     prepared = prepare(
         args.images,
@@ -47,7 +47,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from training.fit import fit
+    from trapline.training.fit import fit
 
     best = fit(
         args.data,
@@ -67,7 +67,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate, write_report
+    from trapline.training.evaluate import evaluate, write_report
 
     report = evaluate(args.model, args.data, args.split, args.imgsz, args.conf, args.target_precision)
     baseline = (
@@ -82,10 +82,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    train = commands.add_parser("train", help="prepare datasets, fine-tune, evaluate").add_subparsers(
-        dest="train_command", required=True
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """`trapline train prepare | fit | evaluate`."""
+    train = parser.add_subparsers(dest="train_command", required=True)
     prep = train.add_parser("prepare", help="ingest images + labels, clean, split, write datasets and a plot")
     prep.add_argument("--images", type=Path, required=True, help="folder of camera-trap images")
     prep.add_argument("--out", type=Path, required=True, help="output folder")

@@ -16,9 +16,9 @@ import cv2
 import yaml
 from tqdm import tqdm
 
-from edge.model_info import COCO_CATEGORIES
-from training.boxes import yolo_to_md
-from training.metrics import Box, ImageResult, Report, evaluate_results
+from trapline.edge.model_info import COCO_CATEGORIES
+from trapline.training.boxes import yolo_to_md
+from trapline.training.metrics import Box, ImageResult, Report, evaluate_results
 
 Predictor = Callable[[Path], list[Box]]
 LOW_CONF = 0.001  # keep nearly everything: AP needs the whole precision-recall curve
@@ -52,7 +52,7 @@ def ultralytics_predictor(weights: Path, imgsz: int) -> Predictor:
 
 
 def edge_predictor(model_path: Path) -> Predictor:
-    from edge.detector import Detector
+    from trapline.edge.detector import Detector
 
     detector = Detector(model_path, conf_threshold=LOW_CONF)
 

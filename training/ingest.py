@@ -26,9 +26,9 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from edge.imaging import is_night
-from training.boxes import clip_md, coco_to_md, yolo_to_md
-from training.records import ImageRecord, LabelBox
+from trapline.edge.imaging import is_night
+from trapline.training.boxes import clip_md, coco_to_md, yolo_to_md
+from trapline.training.records import ImageRecord, LabelBox
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.clean import CleanReport, clean
-from training.ingest import ingest
-from training.records import DEFAULT_CLASSES, ImageRecord, write_jsonl, write_parquet
-from training.split import DEFAULT_FRACTIONS, assign_sequences, split
-from training.summary import plot, tallies
-from training.writers import write_voc, write_yolo_dataset
+from trapline.training.clean import CleanReport, clean
+from trapline.training.ingest import ingest
+from trapline.training.records import DEFAULT_CLASSES, ImageRecord, write_jsonl, write_parquet
+from trapline.training.split import DEFAULT_FRACTIONS, assign_sequences, split
+from trapline.training.summary import plot, tallies
+from trapline.training.writers import write_voc, write_yolo_dataset
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_CLASSES = ("animal", "person", "vehicle")
+from trapline.contracts import CATEGORIES
+
+DEFAULT_CLASSES = CATEGORIES
 
 
 class LabelBox(BaseModel):

@@ -12,8 +12,8 @@ import random
 import re
 from collections import Counter, defaultdict
 
-from training.clean import camera_key
-from training.records import ImageRecord
+from trapline.training.clean import camera_key
+from trapline.training.records import ImageRecord
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.64, 0.16, 0.20)

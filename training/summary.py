@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from training.records import ImageRecord
+from trapline.training.records import ImageRecord
 
 
 def tallies(records: list[ImageRecord], splits: dict[str, str]) -> dict[str, Counter[str]]:

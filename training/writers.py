@@ -10,8 +10,8 @@ from xml.etree import ElementTree as ET
 
 import yaml
 
-from training.boxes import md_to_voc, md_to_yolo
-from training.records import ImageRecord
+from trapline.training.boxes import md_to_voc, md_to_yolo
+from trapline.training.records import ImageRecord
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -9,6 +9,7 @@ key it was provisioned with and every hash matches.
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from pydantic import ValidationError
 
 from trapline.files import atomic_write, file_sha256
 from trapline.manifest import MANIFEST_NAME, SIGNATURE_NAME, ModelManifest
+
+log = logging.getLogger(__name__)
 
 
 class BundleError(ValueError):
@@ -123,3 +126,14 @@ def unpack_bundle(archive: bytes, target: Path) -> Path:
                 raise BundleError(f"bundle archive entry {member.name!r} cannot be read")
             atomic_write(target / member.name, source.read())
     return target
+
+
+def resolve_model_file(path: Path, public_key: Path) -> Path:
+    """The model file to load from `path`: a bundle directory is verified first (BundleError if it
+    does not check out); a bare model file is taken as is (development only)."""
+    if not path.is_dir():
+        log.warning("loading %s without a signed bundle (fine for development, not for a fleet)", path)
+        return path
+    manifest = verify_bundle(path, public_key)
+    log.info("bundle %s: %s v%s, signature and hashes verified", path, manifest.name, manifest.version)
+    return path / manifest.model_file

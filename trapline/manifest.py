@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trapline.contracts import Category, as_category
+
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 
@@ -43,10 +45,10 @@ class ModelManifest(BaseModel):
     model_file: str = Field(description="the model file's name inside the bundle")
     input: InputSpec
     class_names: list[str] = Field(min_length=1, description="the model's classes, in index order")
-    categories: list[str | None] | None = Field(
+    categories: list[Category | None] | None = Field(
         None,
         description="per class, the published category (animal/person/vehicle) or null to drop it;"
-        " omitted: each class is its own category",
+        " omitted: a class named like a category is that category, the others are dropped",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
@@ -60,6 +62,12 @@ class ModelManifest(BaseModel):
                 f"categories has {len(self.categories)} entries for {len(self.class_names)} classes"
             )
         return self
+
+    def published_categories(self) -> tuple[Category | None, ...]:
+        """Per class, the category its detections are published as (None: not published)."""
+        if self.categories is not None:
+            return tuple(self.categories)
+        return tuple(as_category(name) for name in self.class_names)
 
     @classmethod
     def read(cls, path: Path) -> ModelManifest:

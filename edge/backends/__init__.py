@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
-from edge.backends.litert import LiteRtBackend
-from edge.backends.onnxruntime import OnnxRuntimeBackend
-from edge.backends.tflite_runtime import TfliteRuntimeBackend
+from trapline.edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
+from trapline.edge.backends.litert import LiteRtBackend
+from trapline.edge.backends.onnxruntime import OnnxRuntimeBackend
+from trapline.edge.backends.tflite_runtime import TfliteRuntimeBackend
 from trapline.formats import format_for_path
 
 BACKENDS: dict[str, type[InferenceBackend]] = {

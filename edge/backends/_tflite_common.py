@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.base import BackendInfo, ModelLoadError, TensorSpec
+from trapline.edge.backends.base import BackendInfo, ModelLoadError, TensorSpec
 
 
 def embedded_metadata(path: Path) -> dict[str, Any]:

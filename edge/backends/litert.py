@@ -6,8 +6,8 @@ import importlib.util
 
 import numpy as np
 
-from edge.backends._tflite_common import TfliteInterpreterRunner
-from edge.backends.base import BackendInfo, InferenceBackend
+from trapline.edge.backends._tflite_common import TfliteInterpreterRunner
+from trapline.edge.backends.base import BackendInfo, InferenceBackend
 
 
 class LiteRtBackend(InferenceBackend):

@@ -6,7 +6,7 @@ import importlib.util
 
 import numpy as np
 
-from edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
+from trapline.edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,

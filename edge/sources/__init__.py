@@ -6,11 +6,11 @@ from typing import Annotated
 
 from pydantic import Field
 
-from edge.sources.base import Frame, FrameSource, IsProcessed, SourceUnavailableError
-from edge.sources.folder import FolderSource, FolderSourceConfig
-from edge.sources.opencv import OpenCvSource, OpenCvSourceConfig
-from edge.sources.picamera import PiCameraSource, PiCameraSourceConfig
-from edge.sources.replay import ReplaySource, ReplaySourceConfig
+from trapline.edge.sources.base import Frame, FrameSource, IsProcessed, SourceUnavailableError
+from trapline.edge.sources.folder import FolderSource, FolderSourceConfig
+from trapline.edge.sources.opencv import OpenCvSource, OpenCvSourceConfig
+from trapline.edge.sources.picamera import PiCameraSource, PiCameraSourceConfig
+from trapline.edge.sources.replay import ReplaySource, ReplaySourceConfig
 
 SourceConfig = Annotated[
     FolderSourceConfig | OpenCvSourceConfig | PiCameraSourceConfig | ReplaySourceConfig,

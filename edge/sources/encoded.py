@@ -7,7 +7,7 @@ from datetime import datetime
 import cv2
 import numpy as np
 
-from edge.sources.base import Frame
+from trapline.edge.sources.base import Frame
 
 
 def encoded_frame(prefix: str, image: np.ndarray, captured_at: datetime, quality: int) -> Frame:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.sources.base import Frame, FrameSource, IsProcessed
+from trapline.edge.sources.base import Frame, FrameSource, IsProcessed
 
 log = logging.getLogger(__name__)
 

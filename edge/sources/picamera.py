@@ -12,8 +12,8 @@ from typing import Any, Literal
 import cv2
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.sources.base import Frame, FrameSource, IsProcessed, SourceUnavailableError
-from edge.sources.encoded import encoded_frame
+from trapline.edge.sources.base import Frame, FrameSource, IsProcessed, SourceUnavailableError
+from trapline.edge.sources.encoded import encoded_frame
 
 log = logging.getLogger(__name__)
 

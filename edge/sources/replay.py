@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.sources.base import Frame, FrameSource, IsProcessed
+from trapline.edge.sources.base import Frame, FrameSource, IsProcessed
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -10,9 +10,9 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.core.config import ServerSettings
-from server.models import ApiToken, Device
-from server.security import hash_token
+from trapline.server.core.config import ServerSettings
+from trapline.server.models import ApiToken, Device
+from trapline.server.security import hash_token
 
 COOKIE = "trapline_token"
 

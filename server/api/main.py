@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server.api.routes import (
+from trapline.server.api.routes import (
     dead_letters,
     deployments,
     detections,
@@ -20,10 +20,10 @@ from server.api.routes import (
     models,
     session,
 )
-from server.core.config import ServerSettings
-from server.db import make_engine, session_factory
-from server.jobs import JobQueue
-from server.web import pages
+from trapline.server.core.config import ServerSettings
+from trapline.server.db import make_engine, session_factory
+from trapline.server.jobs import JobQueue
+from trapline.server.web import pages
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trapline.contracts import DEFAULT_PREFIX
+from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY
 
 
 class ServerSettings(BaseSettings):
@@ -33,11 +34,11 @@ class ServerSettings(BaseSettings):
     max_payload_bytes: int = Field(256 * 1024, gt=0, description="larger messages are dead letters")
     stale_after_s: float = Field(3 * 3600, gt=0, description="a trap silent this long is stale")
     inference_model: Path = Field(
-        Path(__file__).resolve().parents[2] / "edge" / "models" / "trapline-nano",
+        PACKAGED_MODEL,
         description="bundle the inference endpoint runs",
     )
     release_public_key: Path = Field(
-        Path(__file__).resolve().parents[2] / "edge" / "models" / "trapline-release.pub",
+        PACKAGED_PUBLIC_KEY,
         description="public key model bundles must be signed with",
     )
     task_queue: str = Field(

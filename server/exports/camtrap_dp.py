@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.models import Deployment, DetectionFrame, Device, Sequence
-from server.queries import boxes_by_frame, frames_in, media_by_frame, picture, rows_where_in
+from trapline.server.models import Deployment, DetectionFrame, Device, Sequence
+from trapline.server.queries import boxes_by_frame, frames_in, media_by_frame, picture, rows_where_in
 
 VERSION = "1.0"
 BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"

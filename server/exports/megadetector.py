@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.models import DetectionFrame
-from server.queries import boxes_by_frame, frames_in
+from trapline.server.models import DetectionFrame
+from trapline.server.queries import boxes_by_frame, frames_in
 
 CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 _IDS = {name: key for key, name in CATEGORIES.items()}

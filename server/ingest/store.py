@@ -11,9 +11,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server.ingest.validate import Accepted
-from server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
+from trapline.server.ingest.validate import Accepted
+from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
 
 
 def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> set[str]:

@@ -24,14 +24,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.core.config import ServerSettings
-from server.db import transaction
-from server.ingest.store import store_batch
-from server.ingest.validate import Accepted, Rejected, validate
+from trapline.contracts import UPLINK_KINDS
+from trapline.server.core.config import ServerSettings
+from trapline.server.db import transaction
+from trapline.server.ingest.store import store_batch
+from trapline.server.ingest.validate import Accepted, Rejected, validate
 
 log = logging.getLogger(__name__)
 
-INGEST_KINDS = ("detections", "sequences", "status", "heartbeat", "ota")
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
@@ -53,7 +53,7 @@ class _Incoming:
 
 
 def subscriptions(settings: ServerSettings) -> list[str]:
-    base = [f"{settings.mqtt_prefix}/+/{kind}" for kind in INGEST_KINDS]
+    base = [f"{settings.mqtt_prefix}/+/{kind}" for kind in UPLINK_KINDS]
     if settings.mqtt_share_group:
         return [f"$share/{settings.mqtt_share_group}/{t}" for t in base]
     return base

@@ -9,8 +9,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from server.api.deps import SessionDep, principal_or_none
-from server.models import Device, ModelVersion
+from trapline.server.api.deps import SessionDep, principal_or_none
+from trapline.server.models import Device, ModelVersion
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)

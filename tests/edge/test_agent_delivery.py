@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import struct
 import subprocess
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import DetectionSpool
 from tests.conftest import (
     SAMPLES,
     MqttCollector,
@@ -19,8 +19,9 @@ from tests.conftest import (
     start_agent,
     write_config,
 )
-from trapline.broker import MosquittoBroker
+from trapline.cli.broker import MosquittoBroker
 from trapline.contracts import DetectionMessage, SequenceSummary
+from trapline.edge.spool import DetectionSpool
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,9 @@ def test_broker_outage_loses_nothing(
     _finish(agent, log_path, timeout_s=300)
 
     assert collector.wait_for(lambda: len(_unique_ids(collector)) == frames, 30)
-    messages = [DetectionMessage.model_validate(p) for p in collector.payloads("/detections")]
+    messages = [
+        DetectionMessage.model_validate_json(json.dumps(p)) for p in collector.payloads("/detections")
+    ]
     ids = [m.id for m in messages]
     assert received_before_outage < frames  # the outage really happened mid-run
     assert spool_depth_during_outage > 0  # ... and results waited in the spool
@@ -64,7 +67,9 @@ def test_broker_outage_loses_nothing(
     # every frame belongs to exactly one sequence summary, and the counts add up
     summaries = {
         s.sequence_id: s
-        for s in (SequenceSummary.model_validate(p) for p in collector.payloads("/sequences"))
+        for s in (
+            SequenceSummary.model_validate_json(json.dumps(p)) for p in collector.payloads("/sequences")
+        )
     }
     frames_per_sequence: dict[str, int] = {}
     for message in {m.id: m for m in messages}.values():

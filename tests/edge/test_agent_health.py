@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, MqttCollector, agent_config, write_config
-from trapline.broker import MosquittoBroker
+from trapline.cli.broker import MosquittoBroker
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,7 @@ def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def test_tls_connection_verifies_the_broker(tmp_path: Path) -> None:
-    from trapline.broker import free_port
+    from trapline.cli.broker import free_port
 
     ca, cert, key = _tls_files(tmp_path)
     tls_port = free_port()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import Agent
-from edge.config import AgentConfig
 from tests.conftest import SAMPLES
+from trapline.edge.agent import Agent
+from trapline.edge.config import AgentConfig
 
 
 @pytest.fixture

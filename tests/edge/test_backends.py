@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import AgentCounters, load_detector
-from edge.backends import ModelLoadError, load_backend
-from edge.config import COCO_STAND_IN, PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
-from edge.detector import Detector
+from trapline.edge.agent import AgentCounters, load_detector
+from trapline.edge.backends import ModelLoadError, load_backend
+from trapline.edge.config import COCO_STAND_IN, PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
+from trapline.edge.detector import Detector
 
 
 @pytest.mark.parametrize(

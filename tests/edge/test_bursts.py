@@ -4,13 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.bursts import BurstGrouper, BurstState
-from trapline.contracts import Detection
+from trapline.contracts import Category, Detection
+from trapline.edge.bursts import BurstGrouper, BurstState
 
 T0 = datetime(2026, 11, 22, 3, 14, 7, tzinfo=UTC)
 
 
-def _det(category: str, conf: float) -> Detection:
+def _det(category: Category, conf: float) -> Detection:
     return Detection(category=category, conf=conf, bbox=(0.1, 0.1, 0.2, 0.2))
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import PACKAGED_MODEL, ConfigError, MqttConfig, load_config
+from trapline.edge.config import PACKAGED_MODEL, ConfigError, MqttConfig, load_config
 
 VALID = """
 device_id: trap-07

@@ -8,19 +8,21 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "torchvision", "ultralytics", "server", "training", "export")
+HEAVY = ("torch", "torchvision", "ultralytics", "fastapi", "sqlalchemy")
+OTHER_PARTS = ("trapline.server", "trapline.training", "trapline.export", "trapline.cli")
 
 
 def test_agent_modules_import_without_heavy_packages() -> None:
     modules = sorted(
-        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        ".".join(("trapline", *p.relative_to(ROOT).with_suffix("").parts))
         for p in (ROOT / "edge").rglob("*.py")
         if p.name != "__init__.py"
     )
     probe = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in modules)
-        + (f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+        + f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}"
+        + f" or m.startswith({OTHER_PARTS!r})))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
@@ -59,14 +61,24 @@ def test_the_installed_package_carries_its_runtime_data(tmp_path: Path) -> None:
     )
     names = set(zipfile.ZipFile(next(out.glob("*.whl"))).namelist())
     bundle = {
-        f"edge/models/trapline-nano/{p.name}" for p in (ROOT / "edge" / "models" / "trapline-nano").iterdir()
+        f"trapline/edge/models/trapline-nano/{p.name}"
+        for p in (ROOT / "edge" / "models" / "trapline-nano").iterdir()
     }
     required = bundle | {
-        "edge/models/trapline-release.pub",
-        "edge/agent.example.yaml",
-        "server/web/templates/fleet.html",
-        "server/web/static/app.js",
-        "server/migrations/env.py",
-        "server/migrations/versions/0001_initial_schema.py",
+        "trapline/contracts.py",
+        "trapline/edge/models/trapline-release.pub",
+        "trapline/edge/agent.example.yaml",
+        "trapline/edge/backends/onnxruntime.py",
+        "trapline/cli/main.py",
+        "trapline/training/fit.py",
+        "trapline/export/bundle.py",
+        "trapline/server/web/templates/fleet.html",
+        "trapline/server/web/static/app.js",
+        "trapline/server/migrations/env.py",
+        "trapline/server/migrations/versions/0001_initial_schema.py",
     }
     assert required - names == set()
+    # one namespace: no generic top-level packages, nothing of the benchmarks or the tests
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"trapline"}
+    assert not [name for name in names if "postgres" in name or "/bench/" in name or "/tests/" in name]

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.imaging import BadImageError, decode_image, image_format_and_size, is_night
 from tests.conftest import SAMPLES
+from trapline.edge.imaging import BadImageError, decode_image, image_format_and_size, is_night
 
 MAX = 60_000_000
 

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.backends import TensorSpec
-from edge.config import PACKAGED_MODELS
-from edge.detector import Detector
 from tests.conftest import CAMTRAP, SHARED_WEIGHTS, needs_shared
+from trapline.edge.backends import TensorSpec
+from trapline.edge.config import PACKAGED_MODELS
+from trapline.edge.detector import Detector
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def test_detections_match_ultralytics(
             q = canvas[..., ::-1].astype(np.float32) / 255.0 / spec.scale + spec.zero_point
             return np.ascontiguousarray(q.astype(spec.dtype)[None])
 
-        monkeypatch.setattr("edge.detector.to_input_tensor", truncating)
+        monkeypatch.setattr("trapline.edge.detector.to_input_tensor", truncating)
     ours = Detector(model_path, conf_threshold=CONF, iou_threshold=IOU)
     theirs = YOLO(str(model_path), task="detect")
     ious: list[float] = []

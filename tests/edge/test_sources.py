@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.sources import Frame, make_source
-from edge.sources.folder import FolderSourceConfig
-from edge.sources.opencv import OpenCvSourceConfig
-from edge.sources.picamera import PiCameraSourceConfig
-from edge.sources.replay import ReplaySourceConfig
 from tests.conftest import SAMPLES
+from trapline.edge.sources import Frame, make_source
+from trapline.edge.sources.folder import FolderSourceConfig
+from trapline.edge.sources.opencv import OpenCvSourceConfig
+from trapline.edge.sources.picamera import PiCameraSourceConfig
+from trapline.edge.sources.replay import ReplaySourceConfig
 
 
 def _next_frame(frames: Any, limit: int = 50) -> Frame | None:

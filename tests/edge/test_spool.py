@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import PRIORITY_EMPTY_FRAME, DetectionSpool, OutboundMessage, SpoolError
+from trapline.edge.spool import PRIORITY_EMPTY_FRAME, DetectionSpool, OutboundMessage, SpoolError
 
 
 def _msg(n: int, size: int = 100, priority: int = 1) -> OutboundMessage:
@@ -74,7 +74,7 @@ def test_ack_of_a_dropped_row_is_harmless(tmp_path: Path) -> None:
 
 
 def test_orphaned_pictures_are_removed_and_queued_ones_kept(tmp_path: Path) -> None:
-    from edge.spool import PendingUpload
+    from trapline.edge.spool import PendingUpload
 
     spool = DetectionSpool(tmp_path / "s.sqlite", max_bytes=10_000)
     spool.uploads_dir.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import UploadConfig
-from edge.spool import DetectionSpool, PendingUpload
-from edge.uploader import PictureUploader
+from trapline.edge.config import UploadConfig
+from trapline.edge.spool import DetectionSpool, PendingUpload
+from trapline.edge.uploader import PictureUploader
 
 
 class _Server(http.server.ThreadingHTTPServer):

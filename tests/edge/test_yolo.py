@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.backends import TensorSpec
-from edge.yolo import Letterbox, RawDetections, decode, letterbox, to_input_tensor
+from trapline.edge.backends import TensorSpec
+from trapline.edge.yolo import Letterbox, RawDetections, decode, letterbox, to_input_tensor
 
 FLOAT_NCHW = TensorSpec((1, 3, 64, 64), np.dtype(np.float32))
 

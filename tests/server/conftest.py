@@ -14,17 +14,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.api.main import create_app
-from server.core.config import ServerSettings
-from server.db import make_engine, session_factory, transaction
-from server.ingest.store import store_batch
-from server.ingest.validate import Accepted, validate
-from server.ingest.worker import IngestWorker
-from server.migrate import upgrade
-from server.models import ApiToken, Device
-from server.postgres_instance import TemporaryPostgres, available
-from server.security import hash_token
-from trapline.broker import MosquittoBroker
+from tests.support.postgres import TemporaryPostgres, available
+from trapline.cli.broker import MosquittoBroker
+from trapline.server.api.main import create_app
+from trapline.server.core.config import ServerSettings
+from trapline.server.db import make_engine, session_factory, transaction
+from trapline.server.ingest.store import store_batch
+from trapline.server.ingest.validate import Accepted, validate
+from trapline.server.ingest.worker import IngestWorker
+from trapline.server.migrate import upgrade
+from trapline.server.models import ApiToken, Device
+from trapline.server.security import hash_token
 
 _counter = itertools.count()
 

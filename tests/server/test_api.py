@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from server.db import transaction
-from server.ingest.store import store_batch
 from tests.conftest import SAMPLES
 from tests.server.conftest import ADMIN, UPLOAD, VIEWER, accepted
+from trapline.server.db import transaction
+from trapline.server.ingest.store import store_batch
 
 
 def _get(client: TestClient, path: str, token: str = VIEWER, **params: Any) -> Any:

@@ -8,10 +8,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from server.security import write_mosquitto_auth
 from tests.conftest import MqttCollector
 from tests.server.conftest import detection_payload
-from trapline.broker import MosquittoBroker
+from trapline.cli.broker import MosquittoBroker
+from trapline.server.security import write_mosquitto_auth
 
 
 def _client(port: int, user: str, password: str) -> tuple[mqtt.Client, list[int]]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from server.api.main import create_app
 from tests.server.conftest import ADMIN, seed, settings_for
-from trapline.broker import free_port
+from trapline.cli.broker import free_port
+from trapline.server.api.main import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from server.exports.camtrap_dp import validate_package
 from tests.conftest import SAMPLES
 from tests.server.conftest import ADMIN, UPLOAD, VIEWER
-from training.ingest import read_megadetector
+from trapline.server.exports.camtrap_dp import validate_package
+from trapline.training.ingest import read_megadetector
 
 VIEW = {"Authorization": f"Bearer {VIEWER}"}
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}

@@ -16,11 +16,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
-from server.ingest.worker import IngestWorker
-from server.models import DeadLetter, Detection, DetectionFrame, Device, Sequence
 from tests.conftest import SAMPLES, agent_config, start_agent
 from tests.server.conftest import RunningWorker, detection_payload, register, settings_for
-from trapline.broker import MosquittoBroker
+from trapline.cli.broker import MosquittoBroker
+from trapline.server.ingest.worker import IngestWorker
+from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, Sequence
 
 
 def _publisher(broker: MosquittoBroker) -> mqtt.Client:

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from server.api.main import create_app
-from server.db import transaction
-from server.models import Job
 from tests.conftest import SAMPLES
 from tests.server.conftest import ADMIN, UPLOAD, VIEWER, seed, settings_for
+from trapline.server.api.main import create_app
+from trapline.server.db import transaction
+from trapline.server.models import Job
 
 
 @pytest.fixture

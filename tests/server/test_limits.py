@@ -7,11 +7,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server.db import transaction
-from server.ingest.store import store_batch
-from server.ingest.validate import Accepted, Rejected, validate
-from server.models import Detection, DetectionFrame, Device, DeviceModelStatus
-from trapline.contracts import CATEGORY_MAX, FILE_MAX, ID_MAX, MODEL_NAME_MAX, REASON_MAX, VERSION_MAX
+from trapline.contracts import (
+    CATEGORIES,
+    CATEGORY_MAX,
+    FILE_MAX,
+    ID_MAX,
+    MODEL_NAME_MAX,
+    REASON_MAX,
+    VERSION_MAX,
+)
+from trapline.server.db import transaction
+from trapline.server.ingest.store import store_batch
+from trapline.server.ingest.validate import Accepted, Rejected, validate
+from trapline.server.models import Detection, DetectionFrame, Device, DeviceModelStatus
 
 DEVICE = "t" * 64  # the longest device id the topic pattern allows
 
@@ -22,15 +30,20 @@ def _model(extra: int = 0) -> dict[str, str]:
 
 def _messages(extra: int = 0) -> dict[str, dict[str, Any]]:
     when = "2026-11-22T03:00:00.000+00:00"
-    categories = [chr(ord("a") + i) * CATEGORY_MAX for i in range(20)]  # many long category names
+    classes = {chr(ord("a") + i) * CATEGORY_MAX: 0.5 for i in range(20)}  # many long class names
     return {
         "detections": {
             "schema": "trapline.detections/1", "id": f"{DEVICE}:" + "9" * (ID_MAX - len(DEVICE) - 1),
             "device_id": DEVICE, "captured_at": when, "processed_at": when,
-            "sequence_id": "s" * ID_MAX, "frame_index": 0,
+            "sequence_id": f"{DEVICE}:" + "s" * (ID_MAX - len(DEVICE) - 1), "frame_index": 0,
             "image": {"file": "f" * FILE_MAX, "sha256": "a" * 64, "width": 1, "height": 1, "night": True},
             "model": _model(extra), "inference_ms": 1.0,
-            "detections": [{"category": c, "conf": 0.5, "bbox": [0, 0, 1, 1]} for c in categories],
+            "detections": [{"category": CATEGORIES[i % 3], "conf": 0.5, "bbox": [0, 0, 1, 1]} for i in range(20)],
+        },
+        "sequences": {
+            "schema": "trapline.sequences/1", "sequence_id": f"{DEVICE}:" + "s" * (ID_MAX - len(DEVICE) - 1),
+            "device_id": DEVICE, "first_frame_at": when, "last_frame_at": when, "frame_count": 1,
+            "categories": {"animal": {"max_count": 7, "best_conf": 0.5}}, "mean_class_probabilities": classes,
         },
         "status": {"state": "online", "ts": when, "agent_version": "0" * VERSION_MAX, "model": _model()},
         "ota": {"ts": when, "version": "1" * VERSION_MAX, "stage": "failed", "reason": "r" * REASON_MAX},

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from edge.config import PACKAGED_MODEL
-from server.api.main import create_app
 from tests.server.conftest import ADMIN, VIEWER, seed, settings_for
+from trapline.edge.config import PACKAGED_MODEL
+from trapline.server.api.main import create_app
 
 
 def test_register_the_shipped_bundle_and_show_its_metrics(sqlite_url: str, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.queries import boxes_by_frame, media_by_frame
+from trapline.server.queries import boxes_by_frame, media_by_frame
 
 
 def test_lookups_for_more_frames_than_a_statement_may_bind(database_url: str, sessions_for: Any) -> None:

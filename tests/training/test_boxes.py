@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.boxes import clip_md, coco_to_md, md_to_voc, md_to_yolo, voc_to_md, yolo_to_md
+from trapline.training.boxes import clip_md, coco_to_md, md_to_voc, md_to_yolo, voc_to_md, yolo_to_md
 
 
 def test_megadetector_to_yolo_and_back_exactly() -> None:

@@ -4,9 +4,9 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from training.clean import clean
-from training.records import ImageRecord, LabelBox
-from training.split import assign_sequences, split
+from trapline.training.clean import clean
+from trapline.training.records import ImageRecord, LabelBox
+from trapline.training.split import assign_sequences, split
 
 T0 = datetime(2024, 5, 1, 10, 0, 0)
 
@@ -63,7 +63,7 @@ def test_sequences_never_span_two_splits() -> None:
 
 
 def test_real_dataset_split_has_no_leakage(camtrap: Path, tmp_path: Path) -> None:
-    from training.prepare import prepare
+    from trapline.training.prepare import prepare
 
     prepared = prepare(
         camtrap / "images", tmp_path / "ds", megadetector=camtrap / "megadetector.json", md_threshold=0.5,

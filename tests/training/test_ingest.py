@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.ingest import ingest
+from trapline.training.ingest import ingest
 
 
 def _photo(path: Path, when: str | None = None, colour: bool = True) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import Box, ImageResult, average_precision, evaluate_results, match
+from trapline.training.metrics import Box, ImageResult, average_precision, evaluate_results, match
 
 CLASSES = ["animal", "person", "vehicle"]
 

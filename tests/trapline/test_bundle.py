@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import AgentCounters, load_detector
-from edge.config import COCO_STAND_IN, PACKAGED_MODEL, AgentConfig
 from trapline.bundle import BundleError, generate_keys, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
+from trapline.edge.agent import AgentCounters, load_detector
+from trapline.edge.config import COCO_STAND_IN, PACKAGED_MODEL, AgentConfig
 from trapline.manifest import ModelManifest
 
 
@@ -92,7 +92,7 @@ def test_archive_round_trip_refuses_path_tricks(
 
 
 def test_the_shipped_bundle_verifies_with_the_packaged_release_key() -> None:
-    from edge.config import PACKAGED_PUBLIC_KEY
+    from trapline.edge.config import PACKAGED_PUBLIC_KEY
 
     manifest = verify_bundle(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
     assert manifest.name == "trapline-nano"

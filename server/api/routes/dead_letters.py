@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from server.api.deps import AdminDep, SessionDep
-from server.models import DeadLetter
+from trapline.server.api.deps import AdminDep, SessionDep
+from trapline.server.models import DeadLetter
 
 router = APIRouter(prefix="/dead-letters", tags=["ingest"])
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from server.api.deps import AdminDep, SessionDep, UserDep
-from server.models import Deployment, Device
+from trapline.server.api.deps import AdminDep, SessionDep, UserDep
+from trapline.server.models import Deployment, Device
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 

@@ -11,13 +11,12 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from server.api.deps import SessionDep, UserDep
-from server.api.schemas import Box, DailyCount, Frame, Page, SequenceOut
-from server.models import Detection, DetectionFrame, Label, Sequence
-from server.queries import boxes_by_frame, media_by_frame
+from trapline.server.api.deps import SessionDep, UserDep
+from trapline.server.api.schemas import Box, DailyCount, Frame, Page, SequenceOut
+from trapline.server.models import Detection, DetectionFrame, Sequence
+from trapline.server.queries import boxes_by_frame, frame_query, media_by_frame
 
 router = APIRouter(tags=["detections"])
-DETECTOR_CATEGORIES = ("animal", "person", "vehicle")
 
 
 def _encode(captured_at: datetime, key: str) -> str:
@@ -30,31 +29,6 @@ def _decode(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(stamp), str(key)
     except (ValueError, TypeError) as exc:
         raise HTTPException(400, "invalid cursor") from exc
-
-
-def frame_query(
-    device_id: str | None,
-    category: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    min_conf: float | None,
-) -> Select[Any]:
-    query = select(DetectionFrame)
-    if device_id:
-        query = query.where(DetectionFrame.device_id == device_id)
-    if category in DETECTOR_CATEGORIES:
-        query = query.where(DetectionFrame.categories.contains(f",{category},"))
-    elif category:  # a species: frames a biologist labelled so, alone or as a whole sequence
-        labelled = select(Label.frame_id).where(Label.species == category, Label.frame_id.is_not(None))
-        sequences = select(Label.sequence_id).where(Label.species == category, Label.sequence_id.is_not(None))
-        query = query.where(or_(DetectionFrame.id.in_(labelled), DetectionFrame.sequence_id.in_(sequences)))
-    if since:
-        query = query.where(DetectionFrame.captured_at >= since)
-    if until:
-        query = query.where(DetectionFrame.captured_at < until)
-    if min_conf is not None:
-        query = query.where(DetectionFrame.max_conf >= min_conf)
-    return query
 
 
 def keyset_page(

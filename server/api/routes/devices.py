@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from server.api.deps import SessionDep, SettingsDep, UserDep
-from server.api.schemas import DeviceHealth
-from server.models import Device
+from trapline.server.api.deps import SessionDep, SettingsDep, UserDep
+from trapline.server.api.schemas import DeviceHealth
+from trapline.server.models import Device
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 

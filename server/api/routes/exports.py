@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
-from server.api.deps import SessionDep, SettingsDep, UserDep
-from server.exports import camtrap_dp, megadetector
+from trapline.server.api.deps import SessionDep, SettingsDep, UserDep
+from trapline.server.exports import camtrap_dp, megadetector
 
 router = APIRouter(prefix="/exports", tags=["exports"])
 

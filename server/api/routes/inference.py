@@ -10,11 +10,11 @@ from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from edge.agent import resolve_model
-from edge.detector import Detector
-from edge.imaging import BadImageError, decode_image
-from server.api.deps import UserDep
+from trapline.bundle import resolve_model_file
 from trapline.contracts import Detection, ModelRef
+from trapline.edge.detector import Detector
+from trapline.edge.imaging import BadImageError, decode_image
+from trapline.server.api.deps import UserDep
 
 router = APIRouter(prefix="/inference", tags=["inference"])
 MAX_PIXELS = 60_000_000
@@ -33,7 +33,7 @@ def _detector(request: Request) -> Detector:
     state: Any = request.app.state
     if getattr(state, "detector", None) is None:
         settings = state.settings
-        state.detector = Detector(resolve_model(settings.inference_model, settings.release_public_key))
+        state.detector = Detector(resolve_model_file(settings.inference_model, settings.release_public_key))
     detector: Detector = state.detector
     return detector
 

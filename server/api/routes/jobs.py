@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.deps import AdminDep, SessionDep, UserDep
-from server.models import Job
+from trapline.server.api.deps import AdminDep, SessionDep, UserDep
+from trapline.server.models import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

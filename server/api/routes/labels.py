@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.api.deps import SessionDep, UserDep
-from server.models import DetectionFrame, Label, Sequence
+from trapline.server.api.deps import SessionDep, UserDep
+from trapline.server.models import DetectionFrame, Label, Sequence
 
 router = APIRouter(prefix="/labels", tags=["labels"])
 

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
-from server.api.schemas import MediaOut
-from server.models import Media
 from trapline.files import atomic_write
+from trapline.server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
+from trapline.server.api.schemas import MediaOut
+from trapline.server.models import Media
 
 router = APIRouter(prefix="/media", tags=["media"])
 KINDS = ("frame", "thumbnail", "crop")

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from server.api.deps import SessionDep, UserDep
-from server.api.schemas import ModelOut
-from server.models import ModelVersion, Release
+from trapline.server.api.deps import SessionDep, UserDep
+from trapline.server.api.schemas import ModelOut
+from trapline.server.models import ModelVersion, Release
 
 router = APIRouter(prefix="/models", tags=["models"])
 

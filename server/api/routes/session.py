@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Response
 from sqlalchemy import select
 
-from server.api.deps import COOKIE, SessionDep, SettingsDep, UserDep
-from server.models import ApiToken
-from server.security import hash_token
+from trapline.server.api.deps import COOKIE, SessionDep, SettingsDep, UserDep
+from trapline.server.models import ApiToken
+from trapline.server.security import hash_token
 
 router = APIRouter(prefix="/session", tags=["session"])
 

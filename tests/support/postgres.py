@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trapline.broker import free_port
+from trapline.cli.broker import free_port
 
 
 def _bin_dir() -> Path | None:

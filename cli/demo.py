@@ -4,6 +4,7 @@ login token, then runs until Ctrl-C (or `--seconds`)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -14,12 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from trapline.broker import MosquittoBroker, free_port
+from trapline.cli.broker import MosquittoBroker, free_port
+from trapline.edge.config import PACKAGED_MODEL, PACKAGED_SAMPLES
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "edge" / "samples"
 TRAPS = ("trap-01", "trap-02")
 INGEST_USER = "trapline-ingest"
 
@@ -49,7 +49,7 @@ def _trap_config(workdir: Path, device: str, port: int, api_url: str, frames: in
     config = {
         "device_id": device,
         "source": {
-            "type": "replay", "files": [str(SAMPLES)], "count": frames, "interval_s": 1.0,
+            "type": "replay", "files": [str(PACKAGED_SAMPLES)], "count": frames, "interval_s": 1.0,
             "burst_size": 3, "burst_pause_s": 8.0, "run_name": "demo",
         },
         "mqtt": {"host": "127.0.0.1", "port": port, "username": device},
@@ -87,7 +87,7 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 
 def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | None = None) -> int:
     """Start everything, print where to look (CLI output), run until stopped."""
-    workdir = (workdir or ROOT / "var" / "demo").resolve()
+    workdir = (workdir or Path("var") / "demo").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("*"):  # a fresh demo every time
         if stale.is_file():
@@ -111,7 +111,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         upload_token = out.split("upload token ")[1].split()[0]
         credentials[device] = (mqtt_password, upload_token)
     login = _cli("server", "token", "create", "demo-admin", "--role", "admin", env=env).strip()
-    _cli("server", "model", "add", str(ROOT / "edge" / "models" / "trapline-nano"), env=env)
+    _cli("server", "model", "add", str(PACKAGED_MODEL), env=env)
     _cli("server", "mqtt-auth", "--out", str(workdir / "mqtt"), env=env)
     mqtt_dir = workdir / "mqtt"
     auth = f"allow_anonymous false\npassword_file {mqtt_dir / 'passwd'}\nacl_file {mqtt_dir / 'acl'}\n"
@@ -150,3 +150,13 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
             time.sleep(1.0)
             _stop(processes)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_demo(frames=args.frames, seconds=args.seconds)
+
+
+def register(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument("--frames", type=int, default=200, help="frames each trap replays")
+    demo.add_argument("--seconds", type=float, help="stop after this long (default: run until Ctrl-C)")
+    demo.set_defaults(handler=_demo)
