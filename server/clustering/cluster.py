@@ -51,8 +51,9 @@ def reduce(features: np.ndarray, max_dims: int = 64, seed: int = 0) -> np.ndarra
     unit = features / np.maximum(norms, 1e-12)
     dims = min(max_dims, unit.shape[0] - 1, unit.shape[1])
     if dims < 2:
-        return unit.astype(np.float32)
-    return PCA(dims, random_state=seed, svd_solver="randomized").fit_transform(unit).astype(np.float32)
+        return np.asarray(unit, dtype=np.float32)
+    reduced = PCA(dims, random_state=seed, svd_solver="randomized").fit_transform(unit)
+    return np.asarray(reduced, dtype=np.float32)
 
 
 def centre_by_group(features: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -111,7 +112,9 @@ def choose_k(
     return KSelection(ks, inertias, silhouettes, elbow(ks, inertias), best, best, len(sample_idx))
 
 
-def cluster(x: np.ndarray, k: int, seed: int = 0, minibatch_after: int = 10000, outlier_mads: float = 4.0) -> Clustering:
+def cluster(
+    x: np.ndarray, k: int, seed: int = 0, minibatch_after: int = 10000, outlier_mads: float = 4.0
+) -> Clustering:
     """K-Means with per-crop distances and ranks, a Gaussian mixture started from its centroids, and
     an unknown queue: crops farther from their centroid than the cluster's median distance plus
     `outlier_mads` median absolute deviations belong to no cluster."""
@@ -138,23 +141,33 @@ def cluster(x: np.ndarray, k: int, seed: int = 0, minibatch_after: int = 10000, 
         k, covariance_type="diag", means_init=kmeans.cluster_centers_, random_state=seed, reg_covar=1e-4
     ).fit(x)
     probabilities = gmm.predict_proba(x)
-    return Clustering(k, labels, nearest, distances, probabilities, probabilities.argmax(axis=1), rank, thresholds)
+    return Clustering(
+        k, labels, nearest, distances, probabilities, probabilities.argmax(axis=1), rank, thresholds
+    )
 
 
-def tsne_map(x: np.ndarray, seed: int = 0, max_points: int = 20000, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def tsne_map(
+    x: np.ndarray, seed: int = 0, max_points: int = 20000, threads: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """2-D t-SNE (openTSNE, FFT-accelerated) of at most `max_points` crops (a random sample past
     that: the map is for eyes, and 100,000 points on 2 cores take minutes more); returns
     (indices embedded, coordinates)."""
     from openTSNE import TSNE
 
     n = x.shape[0]
-    idx = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    idx = (
+        np.arange(n)
+        if n <= max_points
+        else np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    )
     perplexity = float(min(30.0, max(2.0, (len(idx) - 1) / 3.0)))
+    small = len(idx) <= 2000
     embedding = TSNE(
         perplexity=perplexity,
-        n_jobs=threads,
+        n_jobs=1 if small else threads,
         random_state=seed,
-        negative_gradient_method="fft" if len(idx) > 2000 else "bh",
+        neighbors="exact" if small else "auto",
+        negative_gradient_method="bh" if small else "fft",
         verbose=False,
     ).fit(x[idx])
     return idx, np.asarray(embedding, dtype=np.float32)

@@ -87,9 +87,10 @@ def load_items(session: Session, keys: Sequence[str]) -> list[CropItem]:
                 frame.night, frame.width, det.category, det.conf, (det.x, det.y, det.w, det.h),
             )  # fmt: skip
     for media in rows_where_in(session, select(Media), Media.id, media_ids):  # type: ignore[arg-type]
-        frame = session.get(DetectionFrame, media.detection_id) if media.detection_id else None
-        if frame is None:
+        owner = session.get(DetectionFrame, media.detection_id) if media.detection_id else None
+        if owner is None:
             continue
+        frame = owner
         found[media_key(media.id)] = CropItem(
             media_key(media.id), None, media.id, frame.id, frame.device_id, frame.captured_at,
             frame.night, frame.width, None, None, None,

@@ -69,7 +69,9 @@ def crop_grid(crops: list[np.ndarray], path: Path) -> Path:
     while len(tiles) < GRID_SIDE**2:
         tiles.append(np.full((TILE, TILE, 3), 240, np.uint8))
     rows = [np.hstack(tiles[r * GRID_SIDE : (r + 1) * GRID_SIDE]) for r in range(GRID_SIDE)]
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
+    )
     if not ok:
         raise ValueError("could not encode the grid")
     atomic_write(path, data.tobytes())
@@ -119,15 +121,16 @@ def write_markdown(report: dict[str, Any], out: Path) -> Path:
     ]
     for mode, values in report["agreement"].items():
         lines.append(
-            f"| {mode} | {values.get('crops', 0)} | {values.get('species', '-')} | {values.get('purity', '-')}"
-            f" | {values.get('ari', '-')} | {values.get('nmi', '-')} |"
+            f"| {mode} | {values.get('crops', 0)} | {values.get('species', '-')}"
+            f" | {values.get('purity', '-')} | {values.get('ari', '-')} | {values.get('nmi', '-')} |"
         )
     sug = report["suggestions"]
     accuracy = "n/a" if sug["cv_accuracy"] is None else f"{sug['cv_accuracy']:.2f}"
     lines += [
         "",
         f"Suggestions: logistic regression on {sug['trained_on']} reviewed crops, classes"
-        f" {', '.join(sug['classes']) or '-'}; cross-validated accuracy {accuracy} ({sug['cv_folds']} folds).",
+        f" {', '.join(sug['classes']) or '-'}; cross-validated accuracy {accuracy}"
+        f" ({sug['cv_folds']} folds).",
         "",
         "## Clusters",
         "",

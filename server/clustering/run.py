@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
+from threadpoolctl import threadpool_limits
 
 from trapline.server.clustering.cluster import UNKNOWN, centre_by_group, choose_k, cluster, reduce, tsne_map
 from trapline.server.clustering.crops import CropError
@@ -60,7 +61,9 @@ def _sites(session: Session, table: FeatureTable) -> list[str]:
     return sites
 
 
-def _truth(session: Session, table: FeatureTable, reference_dirs: list[Path]) -> tuple[dict[int, str], dict[int, str], str]:
+def _truth(
+    session: Session, table: FeatureTable, reference_dirs: list[Path]
+) -> tuple[dict[int, str], dict[int, str], str]:
     """(row -> species known, row -> any reviewed label, description of the sources)."""
     reviewed = current_labels(session, table.keys)
     reviewed_rows = {i: reviewed[k].label for i, k in enumerate(table.keys) if k in reviewed}
@@ -70,7 +73,9 @@ def _truth(session: Session, table: FeatureTable, reference_dirs: list[Path]) ->
     if by_sha:
         frame_ids = sorted(set(table.meta["frame_id"]))
         shas = dict(
-            session.execute(select(DetectionFrame.id, DetectionFrame.image_sha256).where(DetectionFrame.id.in_(frame_ids)))
+            session.execute(
+                select(DetectionFrame.id, DetectionFrame.image_sha256).where(DetectionFrame.id.in_(frame_ids))
+            )
             .tuples()
             .all()
         )
@@ -104,6 +109,18 @@ def run_clustering(
     run_id: str,
     params: dict[str, Any],
 ) -> dict[str, Any]:
+    # OpenMP threads spin while they wait: on a busy machine more threads than free cores make
+    # small runs hundreds of times slower, so small runs use one
+    with threadpool_limits(settings.clustering_threads):
+        return _run_clustering(settings, sessions, run_id, params)
+
+
+def _run_clustering(
+    settings: ServerSettings,
+    sessions: sessionmaker[Session],
+    run_id: str,
+    params: dict[str, Any],
+) -> dict[str, Any]:
     seed = int(params.get("seed", 0))
     mode = str(params.get("mode", settings.clustering_illumination))
     if mode not in MODES:
@@ -121,7 +138,9 @@ def run_clustering(
     x_raw = reduce(table.features, seed=seed)
     x = _mode_features(mode, x_raw, table, grey, seed)
     if x is None:
-        raise ValueError(f"greyscale mode needs greyscale features of every crop ({space}-grey): extract them")
+        raise ValueError(
+            f"greyscale mode needs greyscale features of every crop ({space}-grey): extract them"
+        )
     selection = choose_k(x, 2, min(settings.clustering_k_max, len(table) - 1), seed)
     k = int(params.get("k") or selection.chosen_k)
     result = cluster(x, k, seed)
@@ -140,7 +159,7 @@ def run_clustering(
             [truth[i] for i in known], assigned[known]
         )
     suggestions = suggest(x, reviewed, seed)
-    idx, coords = tsne_map(x, seed, int(params.get("tsne_max", 20000)))
+    idx, coords = tsne_map(x, seed, int(params.get("tsne_max", 20000)), settings.clustering_threads)
     plot_k_selection(selection, out)
     plot_tsne(coords, result.labels[idx], out, f"t-SNE of {len(idx)} crops, {space}, mode {mode}")
 
@@ -159,11 +178,11 @@ def run_clustering(
     night = np.array(table.meta["night"], dtype=bool)
     clusters_report = []
     for c in sorted(set(int(v) for v in result.labels)):
-        members = np.flatnonzero(result.labels == c)
+        members = [int(i) for i in np.flatnonzero(result.labels == c)]
         member_suggestions = Counter(s for s in (suggestions.labels[i] for i in members) if s)
         top = member_suggestions.most_common(1)
         clusters_report.append({
-            "cluster": c, "size": int(members.size), "night_share": round(float(night[members].mean()), 3),
+            "cluster": c, "size": len(members), "night_share": round(float(night[members].mean()), 3),
             "devices": dict(Counter(table.meta["device_id"][i] for i in members).most_common()),
             "sites": dict(Counter(sites[i] for i in members).most_common()),
             "known_species": dict(Counter(truth[i] for i in members if i in truth).most_common()),
@@ -178,8 +197,9 @@ def run_clustering(
         "sources": ", ".join(f"{v} from {k}" for k, v in sources.most_common()),
         "low_resolution": int(sum(bool(v) for v in table.meta["low_resolution"])),
         "mode": mode, "k": k, "unknown": int((result.labels == UNKNOWN).sum()),
-        "k_selection": {"ks": selection.ks, "inertia": selection.inertias, "silhouette": selection.silhouettes,
-                        "elbow_k": selection.elbow_k, "silhouette_k": selection.silhouette_k,
+        "k_selection": {"ks": selection.ks, "inertia": selection.inertias,
+                        "silhouette": selection.silhouettes, "elbow_k": selection.elbow_k,
+                        "silhouette_k": selection.silhouette_k,
                         "silhouette_sample": selection.silhouette_sample},
         "known_species_crops": len(known), "truth_sources": truth_sources, "agreement": agreements,
         "suggestions": {"cv_accuracy": suggestions.cv_accuracy, "cv_folds": suggestions.cv_folds,
@@ -218,8 +238,8 @@ def run_clustering_job(settings: ServerSettings, sessions: sessionmaker[Session]
     with transaction(sessions) as session:
         if session.get(ClusteringRun, job_id) is None:
             session.add(ClusteringRun(
-                id=job_id, job_id=job_id, created_at=datetime.now(UTC), extractor=str(params.get("extractor", settings.feature_extractor)),
-                mode=mode, state="running", report={}, path="",
+                id=job_id, job_id=job_id, created_at=datetime.now(UTC), mode=mode, state="running",
+                extractor=str(params.get("extractor", settings.feature_extractor)), report={}, path="",
             ))  # fmt: skip
     _update_job(sessions, job_id, state="running", progress=0.1)
     try:
@@ -231,6 +251,10 @@ def run_clustering_job(settings: ServerSettings, sessions: sessionmaker[Session]
                 run.state = "failed"
         raise
     _update_job(
-        sessions, job_id, state="done", progress=1.0, result_path=str(settings.learning_dir / "runs" / job_id / "report.md"),
+        sessions,
+        job_id,
+        state="done",
+        progress=1.0,
+        result_path=str(settings.learning_dir / "runs" / job_id / "report.md"),
         message=f"{report['crops']} crops in {report['k']} clusters, {report['unknown']} unknown",
     )

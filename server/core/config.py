@@ -76,6 +76,9 @@ class ServerSettings(BaseSettings):
         description="illumination-invariant mode: centre features per day/night group (measured best"
         " on the development photos, see README), greyscale crops, or none",
     )
+    clustering_threads: int = Field(
+        2, ge=1, le=64, description="threads for clustering and t-SNE (at most the free cores)"
+    )
     signing_key: Path | None = Field(
         None,
         description="the operator's Ed25519 private key (`trapline keys generate`, mode 0600) that"

@@ -37,7 +37,8 @@ def crop_key(label: CropLabel | ClusterMember) -> str:
 
 
 def _split(keys: Iterable[str]) -> tuple[list[int], list[int]]:
-    dets, media = [], []
+    dets: list[int] = []
+    media: list[int] = []
     for key in keys:
         if len(key) < 2 or key[0] not in "dm" or not key[1:].isdigit():
             raise ValueError(f"{key!r} is not a crop key (d<detection id> or m<media id>)")
@@ -48,9 +49,7 @@ def _split(keys: Iterable[str]) -> tuple[list[int], list[int]]:
 def current_labels(session: Session, keys: Sequence[str] | None = None) -> dict[str, CropLabel]:
     """The newest label of each crop (of `keys`, or of every labelled crop)."""
     newest = (
-        select(func.max(CropLabel.id))
-        .group_by(CropLabel.detection_id, CropLabel.media_id)
-        .scalar_subquery()
+        select(func.max(CropLabel.id)).group_by(CropLabel.detection_id, CropLabel.media_id).scalar_subquery()
     )
     query = select(CropLabel).where(CropLabel.id.in_(newest))
     if keys is not None:

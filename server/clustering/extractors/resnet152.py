@@ -40,14 +40,7 @@ def _download(target: Path, timeout_s: float) -> None:
 
 def build_network(weights: Path | None, random_seed: int | None = None, allow_download: bool = True) -> Any:
     """The frozen feature network (torch.nn.Module): fc replaced by identity, eval mode."""
-    import torch
-    import torchvision
-
-    net = torchvision.models.resnet152(weights=None)
-    if random_seed is not None:
-        torch.manual_seed(random_seed)
-        net = torchvision.models.resnet152(weights=None)
-    else:
+    if random_seed is None:
         if weights is None:
             raise WeightsMissingError("no ResNet-152 weights file configured")
         if not weights.is_file():
@@ -64,6 +57,14 @@ def build_network(weights: Path | None, random_seed: int | None = None, allow_do
                     f" resnet152-f82ba261.pth ({WEIGHTS_URL}) to {weights}, or set"
                     " TRAPLINE_SERVER_RESNET152_WEIGHTS to where it is."
                 )
+    import torch
+    import torchvision
+
+    if random_seed is not None:
+        torch.manual_seed(random_seed)
+        net = torchvision.models.resnet152(weights=None)
+    else:
+        net = torchvision.models.resnet152(weights=None)
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.fc = torch.nn.Identity()
     net.eval()

@@ -43,7 +43,10 @@ def load_fleet(settings: ServerSettings, sessions: sessionmaker[Session], min_co
     with (camtrap / "species.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
             species_of.setdefault(row["file"], set()).add(row["species"])
-    meta = {json.loads(l)["file"]: json.loads(l) for l in (camtrap / "metadata.jsonl").read_text().splitlines()}
+    meta = {
+        json.loads(line)["file"]: json.loads(line)
+        for line in (camtrap / "metadata.jsonl").read_text().splitlines()
+    }
     species: dict[int, str] = {}
     start = datetime(2026, 5, 1, tzinfo=UTC)
     with transaction(sessions) as session:
@@ -53,7 +56,9 @@ def load_fleet(settings: ServerSettings, sessions: sessionmaker[Session], min_co
     with transaction(sessions) as session:
         for number, image in enumerate(sorted(md["images"], key=lambda i: i["file"])):
             subset = image["file"].split("/")[0]
-            boxes = [d for d in image.get("detections") or [] if d["category"] == "1" and d["conf"] >= min_conf]
+            boxes = [
+                d for d in image.get("detections") or [] if d["category"] == "1" and d["conf"] >= min_conf
+            ]
             if subset not in SUBSETS or not boxes:
                 continue
             path = camtrap / "images" / image["file"]
@@ -83,6 +88,7 @@ def load_fleet(settings: ServerSettings, sessions: sessionmaker[Session], min_co
             kind = "frame"
             if subset == THUMBNAIL_SUBSET:
                 picture = cv2.imread(str(path))
+                assert picture is not None
                 scale = 640 / max(picture.shape[:2])
                 small = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
                 data, kind = cv2.imencode(".jpg", small)[1].tobytes(), "thumbnail"
