@@ -123,6 +123,9 @@ class JobQueue:
             "extract_features": self.huey.task(name="extract_features")(self._guarded(self._extract)),
             "cluster": self.huey.task(name="cluster")(self._guarded(self._cluster)),
             "retrain": self.huey.task(name="retrain")(self._guarded(self._retrain)),
+            "ignore_regions": self.huey.task(retries=3, retry_delay=30, name="ignore_regions")(
+                self._guarded(self._ignore_regions)
+            ),
         }
         self.huey.periodic_task(crontab(day_of_week="1", hour="3", minute="0"), name="weekly_retrain")(
             self._weekly_retrain
@@ -154,6 +157,11 @@ class JobQueue:
         from trapline.server.learning.retrain import run_retrain_job
 
         run_retrain_job(self.settings, self.sessions, job_id)
+
+    def _ignore_regions(self, job_id: str) -> None:
+        from trapline.server.learning.negatives import run_ignore_regions_job
+
+        run_ignore_regions_job(self.settings, self.sessions, job_id)
 
     def _weekly_retrain(self) -> None:
         from trapline.server.learning.retrain import retraining_due

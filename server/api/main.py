@@ -16,6 +16,7 @@ from trapline.server.api.routes import (
     inference,
     jobs,
     labels,
+    learning,
     media,
     models,
     session,
@@ -50,6 +51,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        learning,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

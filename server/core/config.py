@@ -76,6 +76,11 @@ class ServerSettings(BaseSettings):
         description="illumination-invariant mode: centre features per day/night group (measured best"
         " on the development photos, see README), greyscale crops, or none",
     )
+    reference_labels: list[Path] = Field(
+        default_factory=list,
+        description="folders of development sets (metadata.jsonl + species.csv or image_labels.csv) whose"
+        " species count as known when the server holds their photos (matched by SHA-256)",
+    )
     clustering_threads: int = Field(
         2, ge=1, le=64, description="threads for clustering and t-SNE (at most the free cores)"
     )
