@@ -100,6 +100,9 @@ class ServerSettings(BaseSettings):
     )
     retrain_epochs: int = Field(20, ge=1, description="fine-tuning epochs")
     retrain_imgsz: int = Field(416, ge=32, description="training and export input size")
+    export_max_map50_drop: float = Field(
+        1.0, ge=0, le=100, description="points of val mAP50 the INT8 export of a candidate may lose"
+    )
     gate_tolerance: float = Field(
         0.0,
         ge=0,
