@@ -37,6 +37,7 @@ def tiny_dataset(root: Path) -> Path:
         (root / "labels" / split).mkdir(parents=True)
         for image in images:
             picture = cv2.imread(str(CAMTRAP / "images" / image["file"]))
+            assert picture is not None
             scale = 256 / max(picture.shape[:2])
             stem = image["file"].replace("/", "_").rsplit(".", 1)[0]
             cv2.imwrite(
