@@ -10,7 +10,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from trapline.server.api.deps import SessionDep, principal_or_none
-from trapline.server.models import Device, ModelVersion
+from trapline.server.models import ClusteringRun, ClusterMember, Device, ModelVersion
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -48,3 +48,35 @@ def models_page(request: Request, session: SessionDep) -> Response:
         return RedirectResponse("/login", status_code=303)
     models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))
     return templates.TemplateResponse(request, "models.html", {"models": models})
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, session: SessionDep) -> Response:
+    if not _logged_in(request, session):
+        return RedirectResponse("/login", status_code=303)
+    runs = list(session.scalars(select(ClusteringRun).order_by(ClusteringRun.created_at.desc()).limit(50)))
+    return templates.TemplateResponse(request, "review.html", {"runs": runs})
+
+
+@router.get("/review/{run_id}", response_class=HTMLResponse)
+def review_run_page(run_id: str, request: Request, session: SessionDep) -> Response:
+    if not _logged_in(request, session):
+        return RedirectResponse("/login", status_code=303)
+    run = session.get(ClusteringRun, run_id)
+    if run is None:
+        raise HTTPException(404, f"no clustering run {run_id!r}")
+    return templates.TemplateResponse(request, "review_run.html", {"run": run})
+
+
+@router.get("/review/{run_id}/{cluster}", response_class=HTMLResponse)
+def review_cluster_page(run_id: str, cluster: int, request: Request, session: SessionDep) -> Response:
+    if not _logged_in(request, session):
+        return RedirectResponse("/login", status_code=303)
+    found = session.scalar(
+        select(ClusterMember.id)
+        .where(ClusterMember.run_id == run_id, ClusterMember.cluster == cluster)
+        .limit(1)
+    )
+    if found is None:
+        raise HTTPException(404, f"run {run_id!r} has no cluster {cluster}")
+    return templates.TemplateResponse(request, "review_cluster.html", {"run_id": run_id, "cluster": cluster})
