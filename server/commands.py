@@ -103,6 +103,7 @@ def _token_create(args: argparse.Namespace) -> int:
 def _mqtt_auth(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from trapline.credentials import reveal
     from trapline.server.db import make_engine, session_factory
     from trapline.server.models import Device
     from trapline.server.security import mosquitto_acl, mosquitto_password_line
@@ -111,7 +112,7 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
     factory = session_factory(make_engine(settings.database_url))
     with factory() as session:
         lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
-    server_password = settings.mqtt_password or ""
+    server_password = reveal(settings.mqtt_password) or ""
     if settings.mqtt_username:
         lines.insert(0, mosquitto_password_line(settings.mqtt_username, server_password))
     args.out.mkdir(parents=True, exist_ok=True)

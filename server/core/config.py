@@ -1,18 +1,25 @@
-"""The server's settings: one BaseSettings, from TRAPLINE_SERVER_* environment variables."""
+"""The server's settings: one BaseSettings, from TRAPLINE_SERVER_* environment variables.
+
+Secrets (the ingest worker's MQTT password) are `SecretStr`, read through trapline.credentials:
+the variable itself, a file named by `<variable>_FILE`, or a systemd credential.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trapline.contracts import DEFAULT_PREFIX
+from trapline.credentials import read_secret
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY
+
+_PREFIX = "TRAPLINE_SERVER_"
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRAPLINE_SERVER_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, extra="forbid")
 
     database_url: str = Field(
         "sqlite:///var/trapline/trapline.sqlite",
@@ -23,7 +30,11 @@ class ServerSettings(BaseSettings):
     mqtt_port: int = Field(1883, description="broker port")
     mqtt_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix")
     mqtt_username: str | None = Field(None, description="the ingest worker's MQTT user")
-    mqtt_password: str | None = Field(None, description="its password (environment only)")
+    mqtt_password: SecretStr | None = Field(
+        None,
+        description="its password: this variable, a file named by TRAPLINE_SERVER_MQTT_PASSWORD_FILE,"
+        " or the systemd credential mqtt-password; never in a config file",
+    )
     mqtt_share_group: str | None = Field(
         "ingest", description="MQTT 5 shared-subscription group; None subscribes directly"
     )
@@ -45,6 +56,12 @@ class ServerSettings(BaseSettings):
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
     )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> ServerSettings:
+        if self.mqtt_password is None:
+            self.mqtt_password = read_secret(f"{_PREFIX}MQTT_PASSWORD", "mqtt-password")
+        return self
 
     @property
     def media_dir(self) -> Path:
