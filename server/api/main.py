@@ -19,6 +19,7 @@ from trapline.server.api.routes import (
     media,
     models,
     session,
+    stats,
 )
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory
@@ -50,6 +51,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        stats,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

@@ -6,6 +6,8 @@ the variable itself, a file named by `<variable>_FILE`, or a systemd credential.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -16,6 +18,14 @@ from trapline.credentials import read_secret
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY
 
 _PREFIX = "TRAPLINE_SERVER_"
+
+
+@dataclass(frozen=True)
+class HeartbeatHistory:
+    """How much heartbeat history the fleet charts keep: bounded in rate and in age."""
+
+    sample_every: timedelta = timedelta(minutes=5)
+    keep: timedelta = timedelta(days=30)
 
 
 class ServerSettings(BaseSettings):
@@ -56,12 +66,29 @@ class ServerSettings(BaseSettings):
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
     )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+    heartbeat_sample_s: float = Field(
+        300, gt=0, description="fleet health history: at most one heartbeat kept per trap this often"
+    )
+    heartbeat_history_days: float = Field(30, gt=0, description="fleet health history: days kept")
+    map_tile_url: str | None = Field(
+        None,
+        description="dashboard map tiles, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (mind the"
+        " provider's usage policy); unset: a plain longitude/latitude plot that needs no internet",
+    )
+    map_tile_attribution: str = Field(
+        "© OpenStreetMap contributors", description="credit shown on the map for the tiles"
+    )
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> ServerSettings:
         if self.mqtt_password is None:
             self.mqtt_password = read_secret(f"{_PREFIX}MQTT_PASSWORD", "mqtt-password")
         return self
+
+    def heartbeat_history(self) -> HeartbeatHistory:
+        return HeartbeatHistory(
+            timedelta(seconds=self.heartbeat_sample_s), timedelta(days=self.heartbeat_history_days)
+        )
 
     @property
     def media_dir(self) -> Path:

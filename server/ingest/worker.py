@@ -146,7 +146,13 @@ class IngestWorker:
         while not self._stop.is_set():
             try:
                 with transaction(self.sessions) as session:
-                    result = store_batch(session, accepted, dead, self.settings.auto_register)
+                    result = store_batch(
+                        session,
+                        accepted,
+                        dead,
+                        self.settings.auto_register,
+                        self.settings.heartbeat_history(),
+                    )
                 break
             except SQLAlchemyError as exc:
                 self.counters.db_errors += 1
