@@ -163,9 +163,9 @@ def page(context: Any) -> Iterator[Any]:
     assert errors == []  # no script error, and nothing was fetched from outside (no internet needed)
 
 
-def _shoot(page: Any, name: str) -> None:
+def _shoot(page: Any, name: str, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
 
 
 def _ready(page: Any, path: str) -> None:
@@ -261,7 +261,7 @@ def test_detections_browser_filters_pages_and_keyboard(page: Any) -> None:
     page.wait_for_function("document.querySelector('#viewer-picture img').complete")
     assert page.locator("#viewer-picture .box").count() == 1
     assert "Lynx" not in page.inner_text("#viewer-facts")
-    _shoot(page, "detections-viewer")
+    _shoot(page, "detections-viewer", full_page=False)
     page.keyboard.press("ArrowRight")
     page.wait_for_function("document.getElementById('viewer').dataset.frame === 'trap-01:000100800'")
     page.keyboard.press("ArrowRight")

@@ -120,7 +120,8 @@
   const shot = (frame, kind = "thumbnail") => {
     const div = el("div", { class: "shot", "data-frame": frame.id, tabindex: "-1" });
     const sha = kind === "thumbnail" ? (frame.media.thumbnail || frame.media.frame) : (frame.media.frame || frame.media.thumbnail);
-    div.style.aspectRatio = `${frame.width} / ${frame.height}`;
+    // in the grid the tile has the frame's shape; full size, the picture itself sets it
+    if (kind === "thumbnail") div.style.aspectRatio = `${frame.width} / ${frame.height}`;
     if (sha) div.append(el("img", { src: `/api/v1/media/${sha}`, alt: `${frame.device_id} ${frame.image_file}`, loading: "lazy" }));
     else div.append(el("div", { class: "placeholder" }, "picture not uploaded"));
     div.append(...boxes(frame));

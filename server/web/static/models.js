@@ -47,9 +47,9 @@
     matrix.forEach((row, truth) => row.forEach((n, predicted) => cells.push([predicted, truth, n])));
     node.dataset.cells = String(cells.length);
     T.draw(node, { tooltip: { trigger: "item", formatter: (p) => `true ${labels[p.value[1]]}, predicted ${labels[p.value[0]]}: ${p.value[2]}` },
-      grid: { left: 84, right: 16, top: 10, bottom: 54 },
+      grid: { left: 96, right: 16, top: 10, bottom: 54 },
       xAxis: { type: "category", data: labels, name: "predicted", nameLocation: "middle", nameGap: 34, splitArea: { show: true } },
-      yAxis: { type: "category", data: labels, name: "true", inverse: true, splitArea: { show: true } },
+      yAxis: { type: "category", data: labels, name: "true", nameLocation: "middle", nameGap: 70, inverse: true, splitArea: { show: true } },
       visualMap: { show: false, min: 0, max: Math.max(1, ...cells.map((c) => c[2])), inRange: { color: ["#f6f3ec", "#2f7d4a"] } },
       series: [{ type: "heatmap", data: cells, label: { show: true, fontSize: 13 }, itemStyle: { borderColor: "#fff", borderWidth: 2 } }] });
   }
