@@ -130,7 +130,7 @@ def _model_add(args: argparse.Namespace) -> int:
 
     settings = _settings()
     with transaction(session_factory(make_engine(settings.database_url))) as session:
-        row = register_bundle(session, args.bundle, settings.release_public_key)
+        row = register_bundle(session, args.bundle, settings.release_keyring)
         name, version = row.name, row.version
     print(f"registered {name} v{version}")
     return 0

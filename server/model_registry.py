@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from trapline.bundle import verify_bundle
 from trapline.export.bundle import finite_json
+from trapline.keyring import Keyring
 from trapline.manifest import ModelManifest
 from trapline.server.models import ModelVersion
 
@@ -33,9 +34,9 @@ def dashboard_metrics(folder: Path, manifest: ModelManifest) -> dict[str, Any]:
     return dict(finite_json(metrics))
 
 
-def register_bundle(session: Session, folder: Path, public_key: Path) -> ModelVersion:
+def register_bundle(session: Session, folder: Path, trust: Keyring | Path) -> ModelVersion:
     """Verify the bundle (BundleError if it does not check out) and add it as a model version."""
-    manifest = verify_bundle(folder, public_key)
+    manifest = verify_bundle(folder, trust)
     row = ModelVersion(
         name=manifest.name,
         version=manifest.version,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from trapline.bundle import generate_keys, unpack_bundle, verify_bundle
+from trapline.bundle import unpack_bundle, verify_bundle
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_MODELS
 from trapline.export.bundle import build_bundle, bundle_metrics, finite_json, training_provenance
+from trapline.keyring import generate_keys
 from trapline.manifest import Thresholds
 
 COCO_ONNX = PACKAGED_MODELS / "yolov8n-coco-int8-dynamic.onnx"  # carries Ultralytics' metadata

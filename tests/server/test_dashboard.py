@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import ROOT, SAMPLES
 from tests.server.conftest import ADMIN, UPLOAD, accepted, seed, settings_for
-from trapline.bundle import generate_keys, sign_bundle
+from trapline.bundle import sign_bundle
 from trapline.cli.broker import free_port
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY
+from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL
+from trapline.keyring import generate_keys
 from trapline.manifest import ModelManifest
 from trapline.server.api.main import create_app
 from trapline.server.db import transaction
@@ -103,7 +104,7 @@ def _enrich(app: Any, client: TestClient, tmp: Path) -> None:
                     spool_depth=(hours * 7) % 40 if device == "trap-02" else (hours * 3) % 12,
                     dropped=0 if device == "trap-01" else max(0, 30 - hours), frames_processed=1000 - hours,
                     disk_free_bytes=int(disk), cpu_temp_c=48 + (hours % 12), model_version="1"))  # fmt: skip
-        register_bundle(session, PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+        register_bundle(session, PACKAGED_MODEL, PACKAGED_KEYRING)
     with transaction(app.state.sessions) as session:  # registered later: the newer release
         register_bundle(session, *_model_v2(tmp))
 
