@@ -77,7 +77,8 @@ def solar_offsets(session: Session) -> dict[str, int]:
         .order_by(Deployment.start)
     )
     for device_id, longitude in rows:
-        offsets[device_id] = round(longitude / 15)  # the sun moves 15 degrees an hour
+        if longitude is not None:
+            offsets[device_id] = round(longitude / 15)  # the sun moves 15 degrees an hour
     return offsets
 
 
@@ -87,7 +88,7 @@ def diel_activity(session: Session, window: Window, category: str | None) -> dic
     Hours are local solar time where the trap has a deployment with a longitude (UTC otherwise),
     so traps on different continents add up into one daily rhythm."""
     hour = extract("hour", DetectionFrame.captured_at)
-    query = (
+    query: Any = (
         select(DetectionFrame.device_id, hour, DetectionFrame.night, func.count(DetectionFrame.id))
         .where(DetectionFrame.detection_count > 0)
         .group_by(DetectionFrame.device_id, hour, DetectionFrame.night)
