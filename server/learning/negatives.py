@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import MAX_IGNORE_REGIONS, TOPICS, IgnoreRegion, IgnoreRegionsCommand, topic
+from trapline.credentials import reveal
 from trapline.edge.ignore_regions import look_signature
 from trapline.server.clustering.crops import CropError, read_rgb
 from trapline.server.core.config import ServerSettings
@@ -100,7 +101,7 @@ def publish_command(
         CallbackAPIVersion.VERSION2, client_id=f"trapline-learning-{device_id}", protocol=mqtt.MQTTv5
     )
     if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        client.username_pw_set(settings.mqtt_username, reveal(settings.mqtt_password))
     client.connect(settings.mqtt_host, settings.mqtt_port, 30)
     client.loop_start()
     try:

@@ -1,7 +1,7 @@
 """the learning loop: work chunks, clustering runs and members, crop labels, ignore regions, retraining runs
 
 Revision ID: 0002_learning_loop
-Revises: 0001
+Revises: 0002_dashboard
 Create Date: 2026-11-30 06:42:31.172307
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_learning_loop"
-down_revision = "0001"
+down_revision = "0002_dashboard"  # re-chained after merging main
 branch_labels = None
 depends_on = None
 
