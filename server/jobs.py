@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey.exceptions import TaskLockedException
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -127,8 +128,13 @@ class JobQueue:
                 self._guarded(self._ignore_regions)
             ),
         }
+        # one lock object, made now so a starting worker clears a lock a killed worker left behind
+        # (SQLite storage has no expiring keys; Redis expires it too)
+        self.weekly_lock = self.huey.lock_task(
+            "weekly_retrain", ttl=600 if isinstance(self.huey, RedisHuey) else None
+        )
         self.huey.periodic_task(crontab(day_of_week="1", hour="3", minute="0"), name="weekly_retrain")(
-            self._weekly_retrain
+            self._weekly_retrain_task
         )
 
     def _guarded(self, work: Callable[[str], object]) -> Callable[[str], str]:
@@ -163,13 +169,23 @@ class JobQueue:
 
         run_ignore_regions_job(self.settings, self.sessions, job_id)
 
-    def _weekly_retrain(self) -> None:
+    def _weekly_retrain_task(self) -> None:
+        self.weekly_retrain()  # no result stored: nobody reads a periodic task's result
+
+    def weekly_retrain(self) -> str | None:
+        """The weekly check; the retraining job's id when it queued one. Every worker's scheduler
+        fires it at the same minute: a lock in the queue's storage lets one worker check at a time,
+        and a retraining already queued or running makes the check say no."""
         from trapline.server.learning.retrain import retraining_due
 
-        due, why = retraining_due(self.settings, self.sessions)
-        log.info("weekly retraining check: %s", why)
-        if due:
-            self.enqueue("retrain", {"trigger": "schedule", "why": why})
+        try:
+            with self.weekly_lock:
+                due, why = retraining_due(self.settings, self.sessions)
+                log.info("weekly retraining check: %s", why)
+                return self.enqueue("retrain", {"trigger": "schedule", "why": why}) if due else None
+        except TaskLockedException:
+            log.info("weekly retraining check: another worker is checking")
+            return None
 
     def enqueue(self, kind: str, params: dict[str, Any], parallel: int = 1) -> str:
         """Record a job and queue it; `parallel` tasks let that many workers share it (extraction)."""
@@ -221,4 +237,4 @@ class JobQueue:
 
     def run_worker(self, workers: int = 1, periodic: bool = True) -> None:
         self.recover()
-        self.huey.create_consumer(workers=workers, periodic=periodic).run()
+        self.huey.create_consumer(workers=workers, periodic=periodic, flush_locks=True).run()

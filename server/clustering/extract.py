@@ -269,13 +269,14 @@ def work_on(
             continue
         if state in ("done", "failed"):
             return extracted
+        # loaded before claiming: a lease must not run out while a model loads
+        extractor = extractor or _extractor(settings, params)
         chunk = claim(sessions, job_id, worker, settings.work_lease_s)
         if chunk is None:
             if _finish_if_complete(sessions, job_id):
                 return extracted
             time.sleep(min(settings.work_lease_s / 4, 2.0))  # others hold leases: wait for them
             continue
-        extractor = extractor or _extractor(settings, params)
         count = extract_chunk(settings, sessions, chunk, extractor, params, worker)
         if count is not None:
             extracted += count

@@ -132,9 +132,15 @@ def _next_version(session: Session, name: str) -> str:
 
 
 def retraining_due(settings: ServerSettings, sessions: sessionmaker[Session]) -> tuple[bool, str]:
-    """The weekly rule: retrain when enough labels arrived since the last retraining."""
+    """The weekly rule: retrain when enough labels arrived since the last retraining that ran to
+    its verdict (a failed one is tried again), and none is queued or running now."""
     with sessions() as session:
-        last = session.scalar(select(func.max(RetrainRun.created_at)))
+        waiting = session.scalar(
+            select(func.count(Job.id)).where(Job.kind == "retrain", Job.state.in_(("queued", "running")))
+        )
+        if waiting:
+            return False, "a retraining is already queued or running"
+        last = session.scalar(select(func.max(RetrainRun.created_at)).where(RetrainRun.state != "failed"))
         query = select(func.count(CropLabel.id))
         if last is not None:
             query = query.where(CropLabel.labelled_at > last)
