@@ -11,13 +11,13 @@ from fastapi import APIRouter, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from trapline.contracts import MEDIA_KINDS
 from trapline.files import atomic_write
 from trapline.server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
 from trapline.server.api.schemas import MediaOut
 from trapline.server.models import Media
 
 router = APIRouter(prefix="/media", tags=["media"])
-KINDS = ("frame", "thumbnail", "crop")
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
@@ -45,8 +45,8 @@ async def upload(
     kind: Annotated[str, Form()],
     detection_id: Annotated[str | None, Form()] = None,
 ) -> MediaOut:
-    if kind not in KINDS:
-        raise HTTPException(422, f"kind must be one of {KINDS}")
+    if kind not in MEDIA_KINDS:
+        raise HTTPException(422, f"kind must be one of {MEDIA_KINDS}")
     if detection_id and not detection_id.startswith(f"{device.id}:"):
         raise HTTPException(403, "a trap uploads only for its own detections")
     data = await file.read(MAX_UPLOAD_BYTES + 1)
