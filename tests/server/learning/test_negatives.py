@@ -34,7 +34,9 @@ class Trap:
         self.granted: list[Any] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}", protocol=mqtt.MQTTv5)
         self.client.username_pw_set(user, DEVICES[user])
-        self.client.on_message = lambda _c, _u, m: self.received.append((m.topic, bytes(m.payload), bool(m.retain)))
+        self.client.on_message = lambda _c, _u, m: self.received.append(
+            (m.topic, bytes(m.payload), bool(m.retain))
+        )
         self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self.granted.extend(codes)
         self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
         self.client.connect("127.0.0.1", port)
