@@ -223,7 +223,9 @@ _EXTRACTORS: dict[ExtractionParams, FeatureExtractor] = {}
 def _extractor(settings: ServerSettings, params: ExtractionParams) -> FeatureExtractor:
     """One extractor per process and params: loading ResNet-152 takes seconds."""
     if params not in _EXTRACTORS:
-        _EXTRACTORS[params] = make_extractor(settings, params.extractor, params.runtime, params.random_seed)
+        _EXTRACTORS[params] = make_extractor(
+            settings, params.extractor, params.runtime, params.random_seed, settings.clustering_threads
+        )
     return _EXTRACTORS[params]
 
 
