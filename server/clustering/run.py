@@ -22,7 +22,13 @@ from trapline.server.clustering.crops import CropError
 from trapline.server.clustering.extract import ExtractionParams, feature_space
 from trapline.server.clustering.items import PictureFinder, load_items
 from trapline.server.clustering.quality import agreement, reference_species, suggest
-from trapline.server.clustering.report import plot_k_selection, plot_tsne, write_grids, write_markdown
+from trapline.server.clustering.report import (
+    plot_k_selection,
+    plot_tsne,
+    representatives,
+    write_grids,
+    write_markdown,
+)
 from trapline.server.clustering.store import FeatureStore, FeatureTable
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
@@ -163,8 +169,9 @@ def _run_clustering(
     plot_k_selection(selection, out)
     plot_tsne(coords, result.labels[idx], out, f"t-SNE of {len(idx)} crops, {space}, mode {mode}")
 
-    with sessions() as session:
-        items = {item.key: item for item in load_items(session, table.keys)}
+    shown = [table.keys[row] for rows in representatives(result.labels, result.rank).values() for row in rows]
+    with sessions() as session:  # only the crops the grids show are cut
+        items = {item.key: item for item in load_items(session, shown)}
         finder = PictureFinder(session, settings.media_dir, list(items.values()))
 
     def cut(row: int) -> np.ndarray | None:
