@@ -32,8 +32,10 @@ from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
+from trapline.edge.downlink import CommandDispatcher, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import crops, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
@@ -90,7 +92,9 @@ class Agent:
         self.counters = AgentCounters()
         self.started = time.monotonic()
         self.last_error: str | None = None
-        self.detector = load_detector(config, self.counters)
+        # the active model slot if an update installed one, else the configured model
+        self.updates = ModelUpdates(config, __version__)
+        self.detector = self.updates.boot(lambda: load_detector(config, self.counters))
         self.spool = DetectionSpool(
             config.spool.path, config.spool.max_bytes, config.spool.policy, config.spool.synchronous
         )
@@ -104,6 +108,12 @@ class Agent:
             BurstState.from_json(self.spool.get_state(_BURSTS)),
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
+        self.downlink = Downlink(
+            MqttCommandLink(config.mqtt, config.device_id),
+            CommandDispatcher(
+                config.mqtt.prefix, config.device_id, self.updates.handlers(), self.updates.command_error
+            ),
+        )
         self.uploader = PictureUploader(config.upload, self.spool)
         removed = self.spool.remove_orphan_uploads()
         if removed:
@@ -246,6 +256,18 @@ class Agent:
             self.counters.spool_errors += 1
             log.error("could not spool summary of %s: %s", summary.sequence_id, exc)
 
+    # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
+    def spool_ota(self, payload: bytes) -> None:
+        self.spool.put([OutboundMessage(self._topic("ota"), payload)])
+        self.publisher.notify()
+
+    def frame_times(self) -> tuple[int, list[float]]:
+        return self.counters.frames_processed, list(self.frame_ms)
+
+    def model_switched(self) -> None:
+        self.bursts.categories = self.detector.info.category_names
+        self.publisher.publish_now("status", self._status("online"))
+
     # --- timed work -----------------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -265,6 +287,8 @@ class Agent:
         """Process frames until stopped or the source is exhausted; then drain the spool."""
         self.publisher.start()
         self.uploader.start()
+        self.updates.start(self)
+        self.downlink.start()
         sd_notify("READY=1")
         watchdog_s = watchdog_interval_s()
         next_heartbeat = next_watchdog = 0.0
@@ -272,7 +296,8 @@ class Agent:
         try:
             for frame in self.source.frames(self.stop_event, self.spool.is_processed):
                 if frame is not None:
-                    self.process(frame)
+                    with self.updates.model_lock:  # a model switch waits for the frame in progress
+                        self.process(frame)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
                 now = time.monotonic()
                 if now >= next_heartbeat:
@@ -292,6 +317,8 @@ class Agent:
                 )
                 self._wait_drained(drain_timeout_s, watchdog_s)
             sd_notify("STOPPING=1")
+            self.downlink.stop()
+            self.updates.stop()
             self.uploader.stop()
             self.publisher.stop("stopped")
             self.spool.close()

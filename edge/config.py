@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+from trapline.edge.ota.config import OtaConfig
 from trapline.edge.sources import SourceConfig
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -157,6 +158,7 @@ class AgentConfig(_Section):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )
