@@ -187,11 +187,12 @@ class BundleFileServer:
                 server.requests.append((self.path, wanted, 206 if start else 200))
                 if cut is not None:
                     body = body[:cut]
-                sent = 0
                 for offset in range(0, len(body), 16384):
                     block = body[offset : offset + 16384]
-                    self.wfile.write(block)
-                    sent += len(block)
+                    try:
+                        self.wfile.write(block)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return  # the client went away (a killed trap)
                     with server._lock:
                         server.body_bytes += len(block)
                     if server.bytes_per_s:
