@@ -181,5 +181,5 @@ def build_bundle(
         self_test = expected_detections(out / model_name, references)
         manifest = sign_bundle(out, manifest.model_copy(update={"self_test": self_test}), private_key)
     if archive:
-        pack_bundle(out, out.with_suffix(".tar.gz"))
+        pack_bundle(out, out.parent / f"{out.name}.tar.gz")  # not with_suffix: "bundle-1.2"
     return manifest

@@ -18,6 +18,7 @@ from trapline.server.api.routes import (
     labels,
     media,
     models,
+    ota,
     session,
 )
 from trapline.server.core.config import ServerSettings
@@ -50,6 +51,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        ota,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

@@ -45,6 +45,10 @@ class ServerSettings(BaseSettings):
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
     )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+    ota_client_id: str = Field(
+        "trapline-ota", description="MQTT client id of the rollout controller (publishes model commands)"
+    )
+    ota_tick_s: float = Field(5.0, gt=0, description="how often the rollout controller checks rollouts")
 
     @property
     def media_dir(self) -> Path:

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
 from trapline.server.ingest.validate import Accepted
-from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
+from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, Sequence
+from trapline.server.ota.progress import record_progress
 
 
 def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> set[str]:
@@ -118,7 +119,11 @@ def store_batch(
                 "agent_version": message.agent_version,
             }
             if message.model is not None:
-                values |= {"model_name": message.model.name, "model_version": message.model.version}
+                values |= {
+                    "model_name": message.model.name,
+                    "model_version": message.model.version,
+                    "model_sha256": message.model.sha256,
+                }
             session.execute(
                 update(Device)
                 .where(Device.id == item.device_id)
@@ -134,15 +139,7 @@ def store_batch(
                 )
             )
         elif isinstance(message, OtaProgress):
-            session.add(
-                DeviceModelStatus(
-                    device_id=item.device_id,
-                    version=message.version,
-                    stage=message.stage,
-                    reason=message.reason,
-                    at=message.ts,
-                )
-            )
+            record_progress(session, item.device_id, message, now)
     inserted = _insert_ignore(session, DetectionFrame.__table__, frames, "id")
     new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
     if new_boxes:

@@ -10,7 +10,8 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from trapline.server.api.deps import SessionDep, principal_or_none
-from trapline.server.models import Device, ModelVersion
+from trapline.server.api.routes.ota import device_models, rollout_out
+from trapline.server.models import Device, ModelVersion, Release, Rollout
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -48,3 +49,22 @@ def models_page(request: Request, session: SessionDep) -> Response:
         return RedirectResponse("/login", status_code=303)
     models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))
     return templates.TemplateResponse(request, "models.html", {"models": models})
+
+
+@router.get("/rollouts", response_class=HTMLResponse)
+def rollouts_page(request: Request, session: SessionDep) -> Response:
+    user = principal_or_none(request, session)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    rollouts = [rollout_out(session, r) for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()))]
+    releases = list(session.scalars(select(Release).order_by(Release.id.desc())))
+    return templates.TemplateResponse(
+        request,
+        "rollouts.html",
+        {
+            "rollouts": rollouts,
+            "devices": device_models(session),
+            "releases": releases,
+            "admin": user.role == "admin",
+        },
+    )

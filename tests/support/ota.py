@@ -98,7 +98,7 @@ class ReleaseKit:
         return self.pack(folder)
 
     def pack(self, folder: Path) -> Release:
-        archive = pack_bundle(folder, folder.with_suffix(".tar.gz"))
+        archive = pack_bundle(folder, folder.parent / f"{folder.name}.tar.gz")
         manifest = ModelManifest.read(folder / "manifest.json")
         return Release(
             manifest.name,
