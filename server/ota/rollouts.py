@@ -132,15 +132,16 @@ def _assign(session: Session, device_id: str, rollout: Rollout, release: Release
         session.add(row)
     if row.rollout_id == rollout.id:
         return
-    previous = row.desired_release_id if row.desired_release_id != release.id else row.previous_release_id
-    if previous is None:  # never told anything: the release that holds the model it runs, if any
-        device = session.get(Device, device_id)
-        if device is not None and device.model_sha256:
-            previous = session.scalar(
-                select(Release.id)
-                .where(Release.model_sha256 == device.model_sha256)
-                .order_by(Release.id.desc())
-            )
+    # what to go back to: the release of the model it runs (not one it refused), else the one it
+    # was told before
+    device = session.get(Device, device_id)
+    previous = None
+    if device is not None and device.model_sha256:
+        previous = session.scalar(
+            select(Release.id).where(Release.model_sha256 == device.model_sha256).order_by(Release.id.desc())
+        )
+    if previous is None or previous == release.id:
+        previous = row.desired_release_id if row.desired_release_id != release.id else row.previous_release_id
     row.previous_release_id = previous if previous != release.id else None
     row.desired_release_id = release.id
     row.rollout_id = rollout.id
@@ -161,12 +162,9 @@ def advance_rollout(session: Session, rollout: Rollout, now: datetime) -> list[s
             _assign(session, device_id, rollout, release, now)
         session.flush()
         rows = list(session.scalars(select(DeviceRelease).where(DeviceRelease.rollout_id == rollout.id)))
-        running = {
-            d.id
-            for d in session.scalars(select(Device).where(Device.id.in_([r.device_id for r in rows])))
-            if d.model_sha256 == release.model_sha256
-        }
-        succeeded = {r.device_id for r in rows if r.stage == "installed" or r.device_id in running}
+        # "installed" comes after the trap's health window (or at once from a trap that already
+        # runs the release); a trap that has only switched can still go back
+        succeeded = {r.device_id for r in rows if r.stage == "installed"}
         failed = [r for r in rows if r.stage in OTA_FAILURE_STAGES and r.device_id not in succeeded]
         counted = len(failed) - rollout.tolerated_failures  # an operator resumed knowing of those
         if rows and counted > 0 and counted * 100 / len(rows) > rollout.max_failure_percent:
@@ -245,8 +243,13 @@ def rollback(session: Session, rollout_id: int, actor: str, now: datetime) -> Ro
     missing = {}
     for row in rows:
         earlier = session.get(Release, row.previous_release_id) if row.previous_release_id else None
-        old = version_key(earlier.version or "") if earlier else None
-        if earlier is not None and earlier.rollback_grant is None and new and old and old < new:
+        if earlier is None or earlier.rollback_grant is not None:
+            continue
+        device = session.get(Device, row.device_id)
+        if device is not None and device.model_sha256 == earlier.model_sha256:
+            continue  # it runs that model already (it never switched, or went back by itself)
+        old = version_key(earlier.version or "")
+        if new and old and old < new:
             missing[earlier.id] = earlier.version
     if missing:
         listed = ", ".join(f"release {i} (v{v})" for i, v in sorted(missing.items()))
