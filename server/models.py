@@ -70,6 +70,24 @@ class Device(Base):
     model_sha256: Mapped[str | None] = mapped_column(String(64))  # the model file it runs (status)
 
 
+class HeartbeatSample(Base):
+    """A trap's vital signs over time, for the fleet health charts. Bounded: at most one sample
+    per trap per `heartbeat_sample_s`, none older than `heartbeat_history_days` (ingest prunes)."""
+
+    __tablename__ = "heartbeat_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime]  # the server's clock: traps' clocks may be wrong
+    spool_depth: Mapped[int] = mapped_column(BigInteger)
+    dropped: Mapped[int] = mapped_column(BigInteger)
+    frames_processed: Mapped[int] = mapped_column(BigInteger)
+    disk_free_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_temp_c: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
+
+    __table_args__ = (Index("ix_heartbeat_samples_device_time", "device_id", "received_at"),)
+
+
 class Deployment(Base):
     """Where a trap stood, when (Camtrap DP deployments)."""
 

@@ -33,6 +33,9 @@ HEARTBEAT_SCHEMA: Final = "trapline.heartbeat/1"
 # onto these; the server, the exports and the training sets use exactly this list.
 Category = Literal["animal", "person", "vehicle"]
 CATEGORIES: Final[tuple[Category, ...]] = ("animal", "person", "vehicle")
+# MegaDetector's numbering of the same categories (batch output JSON's "detection_categories"):
+# training reads it, the server's export writes it
+MEGADETECTOR_CATEGORIES: Final[dict[str, Category]] = {"1": "animal", "2": "person", "3": "vehicle"}
 
 # Longest values on the wire. The server stores them in columns of exactly these sizes, so a
 # message that validates always fits (a too-long field must be a dead letter, not a failed batch).

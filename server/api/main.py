@@ -20,6 +20,7 @@ from trapline.server.api.routes import (
     models,
     ota,
     session,
+    stats,
 )
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory
@@ -52,6 +53,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         exports,
         labels,
         ota,
+        stats,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

@@ -1,18 +1,35 @@
-"""The server's settings: one BaseSettings, from TRAPLINE_SERVER_* environment variables."""
+"""The server's settings: one BaseSettings, from TRAPLINE_SERVER_* environment variables.
+
+Secrets (the ingest worker's MQTT password) are `SecretStr`, read through trapline.credentials:
+the variable itself, a file named by `<variable>_FILE`, or a systemd credential.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trapline.contracts import DEFAULT_PREFIX
+from trapline.credentials import read_secret
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL
+
+_PREFIX = "TRAPLINE_SERVER_"
+
+
+@dataclass(frozen=True)
+class HeartbeatHistory:
+    """How much heartbeat history the fleet charts keep: bounded in rate and in age."""
+
+    sample_every: timedelta = timedelta(minutes=5)
+    keep: timedelta = timedelta(days=30)
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRAPLINE_SERVER_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, extra="forbid")
 
     database_url: str = Field(
         "sqlite:///var/trapline/trapline.sqlite",
@@ -23,7 +40,11 @@ class ServerSettings(BaseSettings):
     mqtt_port: int = Field(1883, description="broker port")
     mqtt_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix")
     mqtt_username: str | None = Field(None, description="the ingest worker's MQTT user")
-    mqtt_password: str | None = Field(None, description="its password (environment only)")
+    mqtt_password: SecretStr | None = Field(
+        None,
+        description="its password: this variable, a file named by TRAPLINE_SERVER_MQTT_PASSWORD_FILE,"
+        " or the systemd credential mqtt-password; never in a config file",
+    )
     mqtt_share_group: str | None = Field(
         "ingest", description="MQTT 5 shared-subscription group; None subscribes directly"
     )
@@ -45,10 +66,33 @@ class ServerSettings(BaseSettings):
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
     )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+    heartbeat_sample_s: float = Field(
+        300, gt=0, description="fleet health history: at most one heartbeat kept per trap this often"
+    )
+    heartbeat_history_days: float = Field(30, gt=0, description="fleet health history: days kept")
+    map_tile_url: str | None = Field(
+        None,
+        description="dashboard map tiles, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png (mind the"
+        " provider's usage policy); unset: a plain longitude/latitude plot that needs no internet",
+    )
+    map_tile_attribution: str = Field(
+        "© OpenStreetMap contributors", description="credit shown on the map for the tiles"
+    )
     ota_client_id: str = Field(
         "trapline-ota", description="MQTT client id of the rollout controller (publishes model commands)"
     )
     ota_tick_s: float = Field(5.0, gt=0, description="how often the rollout controller checks rollouts")
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> ServerSettings:
+        if self.mqtt_password is None:
+            self.mqtt_password = read_secret(f"{_PREFIX}MQTT_PASSWORD", "mqtt-password")
+        return self
+
+    def heartbeat_history(self) -> HeartbeatHistory:
+        return HeartbeatHistory(
+            timedelta(seconds=self.heartbeat_sample_s), timedelta(days=self.heartbeat_history_days)
+        )
 
     @property
     def media_dir(self) -> Path:
