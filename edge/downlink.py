@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 
 from trapline.contracts import TOPICS, TopicKind, is_valid_device_id, parse_payload, parse_topic
+from trapline.credentials import reveal
 from trapline.edge.config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class MqttCommandLink:
             clean_session=None if self._v5 else False,  # MQTT 3.1.1: a persistent session
         )
         if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password())
+            client.username_pw_set(cfg.username, reveal(cfg.password()))
         if cfg.tls is not None:
             client.tls_set(
                 ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,

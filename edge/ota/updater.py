@@ -43,6 +43,7 @@ from trapline.contracts import (
     utc_now,
     version_key,
 )
+from trapline.credentials import reveal
 from trapline.edge.backends import BACKENDS, ModelLoadError
 from trapline.edge.config import AgentConfig
 from trapline.edge.detector import Detector
@@ -453,7 +454,7 @@ class ModelUpdates:
         else:
             url = command.url
         headers: dict[str, str] = {}
-        token = self.config.upload.token()
+        token = reveal(self.config.upload.token())
         if base and token and _origin(url) == _origin(base):
             headers["Authorization"] = f"Bearer {token}"
         return url, headers

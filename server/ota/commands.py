@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import ModelCommand, RollbackGrant, topic
+from trapline.credentials import reveal
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
 from trapline.server.models import DeviceRelease, Release, Rollout
@@ -95,7 +96,7 @@ class MqttCommandSender:
             CallbackAPIVersion.VERSION2, client_id=settings.ota_client_id, protocol=mqtt.MQTTv5
         )
         if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+            self.client.username_pw_set(settings.mqtt_username, reveal(settings.mqtt_password))
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
