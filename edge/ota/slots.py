@@ -82,6 +82,15 @@ class SlotState(BaseModel):
     refused: dict[str, Refusal] = Field(default_factory=dict)  # archive sha256 -> why
 
 
+def installed_slot(state_dir: Path) -> Path | None:
+    """The slot an agent would start with (read only: safe beside a running agent); None for base."""
+    try:
+        state = SlotState.model_validate_json((state_dir / "state.json").read_bytes())
+    except (OSError, ValidationError):
+        return None
+    return None if state.active == BASE else state_dir / "slots" / state.active
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

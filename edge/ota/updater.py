@@ -49,7 +49,7 @@ from trapline.edge.config import AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.ota.download import DiskFullError, DownloadError, download
 from trapline.edge.ota.selftest import run_self_test
-from trapline.edge.ota.slots import BASE, SlotInfo, SlotStore
+from trapline.edge.ota.slots import BASE, SlotInfo, SlotStore, installed_slot
 from trapline.edge.ota.window import current_reason
 from trapline.formats import MODEL_FORMATS
 from trapline.keyring import Keyring, KeyringError
@@ -128,13 +128,31 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def state_dir_of(config: AgentConfig) -> Path:
+    return config.ota.state_dir or config.spool.path.parent / "models"
+
+
+def load_installed(config: AgentConfig) -> Detector | None:
+    """The model an update installed and the agent would start with (verified), if any; for
+    `trapline edge check`. Reads the state only."""
+    slot = installed_slot(state_dir_of(config))
+    if slot is None:
+        return None
+    model = config.model
+    try:
+        model_file = resolve_model_file(slot, model.keyring)
+    except BundleError as exc:
+        raise ModelLoadError(f"installed model {slot}: {exc}") from exc
+    return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
+
+
 class ModelUpdates:
     def __init__(self, config: AgentConfig, agent_version: str) -> None:
         self.config = config
         self.ota = config.ota
         self.agent_version = agent_version
         # slots are used even with updates disabled: an installed model keeps running
-        self.slots = SlotStore(config.ota.state_dir or config.spool.path.parent / "models")
+        self.slots = SlotStore(state_dir_of(config))
         self.model_lock = threading.Lock()  # held by the frame loop around every frame
         self.last_switch_ms: float | None = None
         self._lock = threading.Lock()  # guards _desired

@@ -18,7 +18,7 @@ from trapline.edge.agent import AgentCounters, load_detector
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_SAMPLES, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.ota.slots import SlotStore
-from trapline.edge.ota.updater import ModelUpdates
+from trapline.edge.ota.updater import ModelUpdates, load_installed
 from trapline.files import file_sha256
 from trapline.rollback import sign_rollback
 
@@ -129,6 +129,8 @@ def test_a_release_goes_into_the_inactive_slot_and_is_kept_after_its_health_wind
     time.sleep(0.5)
     assert len(server.requests) == requests and trap.host.stages(5).count("installed") == 1
     trap.stop()
+    installed = load_installed(trap.config)  # what `trapline edge check` loads
+    assert installed is not None and installed.info.sha256 == release_v2.model_sha256
     # a restart runs the installed model (verified again), and reports it runs the desired one
     again = Trap(trap.config)
     assert again.version == "2" and again.host.detector.info.sha256 == release_v2.model_sha256
