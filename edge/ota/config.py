@@ -46,7 +46,9 @@ class OtaConfig(_Section):
         " default: a `models` folder beside the spool (/var/lib/trapline/models)",
     )
     server_url: str | None = Field(
-        None, description="base URL for bundle downloads; default: upload.url (the trap's server)"
+        None,
+        pattern=r"^https?://",
+        description="base URL for bundle downloads; default: upload.url (the trap's server)",
     )
     window: UpdateWindow = Field(default_factory=UpdateWindow)
     health_window_s: float = Field(

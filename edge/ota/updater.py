@@ -465,9 +465,11 @@ class ModelUpdates:
         base = self.ota.server_url or self.config.upload.url
         if command.url.startswith("/"):
             if not base:
-                raise _Refused(
-                    "refused", "relative bundle URL, but neither ota.server_url nor upload.url is set"
+                missing = _Refused(
+                    "refused", "relative bundle URL, and neither ota.server_url nor upload.url"
                 )
+                missing.remember = False  # the trap's config is at fault, not the release
+                raise missing
             url = base.rstrip("/") + command.url
         else:
             url = command.url

@@ -76,8 +76,9 @@ def publish_pending(
             # no desired release: an empty retained message clears the command
             payload = model_command(release, device_id, rollout, now).to_json() if release else b""
             if not sender.send(topic(prefix, device_id, "cmd/model"), payload):
+                # most likely the broker is away: the rest waits for the next tick
                 log.warning("could not publish the command for %s; trying again later", device_id)
-                continue
+                break
             row.published, row.published_at = True, now
             sent += 1
     return sent

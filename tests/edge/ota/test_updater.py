@@ -129,8 +129,8 @@ def test_a_release_goes_into_the_inactive_slot_and_is_kept_after_its_health_wind
     time.sleep(0.5)
     assert len(server.requests) == requests and trap.host.stages(5).count("installed") == 1
     trap.stop()
-    installed = load_installed(trap.config)  # what `trapline edge check` loads
-    assert installed is not None and installed.info.sha256 == release_v2.model_sha256
+    checked = load_installed(trap.config)  # what `trapline edge check` loads
+    assert checked is not None and checked.info.sha256 == release_v2.model_sha256
     # a restart runs the installed model (verified again), and reports it runs the desired one
     again = Trap(trap.config)
     assert again.version == "2" and again.host.detector.info.sha256 == release_v2.model_sha256
