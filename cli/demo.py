@@ -164,6 +164,9 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         try:
             processes.append(_spawn(["server", "api", "--port", str(api_port)], env, workdir / "api.log"))
             processes.append(_spawn(["server", "ingest"], env, workdir / "ingest.log"))
+            # the job worker: dataset exports, feature extraction, clustering, retraining
+            processes.append(_spawn(["server", "worker"], env, workdir / "worker.log"))
+            # the rollout controller: model releases to the traps (the Rollouts page)
             processes.append(_spawn(["server", "ota"], env, workdir / "ota.log"))
             _wait_http(f"{api_url}/login", 60)
             _deploy(api_url, login)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from trapline.bundle import BundleError, resolve_model_file
 from trapline.contracts import (
@@ -20,6 +21,7 @@ from trapline.contracts import (
     DetectionMessage,
     DeviceState,
     Heartbeat,
+    IgnoreRegionsCommand,
     ImageInfo,
     SequenceSummary,
     StatusMessage,
@@ -32,8 +34,9 @@ from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
-from trapline.edge.downlink import CommandDispatcher, Downlink, MqttCommandLink
+from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
+from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import crops, thumbnail
@@ -108,16 +111,26 @@ class Agent:
             BurstState.from_json(self.spool.get_state(_BURSTS)),
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
-        self.downlink = Downlink(
-            MqttCommandLink(config.mqtt, config.device_id),
-            CommandDispatcher(
-                config.mqtt.prefix, config.device_id, self.updates.handlers(), self.updates.command_error
-            ),
-        )
         self.uploader = PictureUploader(config.upload, self.spool)
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # the camera's static false positives (server: reviewers' "not an animal")
+        self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
+        # THE registration point for downlink commands: topic kind -> handler. The dispatcher
+        # (edge/downlink.py) receives `<prefix>/<device>/cmd/#`, validates each command against the
+        # contract and calls its handler with it (None: the server cleared a retained command);
+        # what it cannot use is reported on `ota`.
+        self.command_handlers: dict[TopicKind, CommandHandler] = {
+            "cmd/ignore-regions": self._ignore_regions_command,
+            **self.updates.handlers(),  # cmd/model
+        }
+        self.downlink = Downlink(
+            MqttCommandLink(config.mqtt, config.device_id),
+            CommandDispatcher(
+                config.mqtt.prefix, config.device_id, self.command_handlers, self.updates.command_error
+            ),
+        )
         self.stop_event = threading.Event()
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
@@ -147,8 +160,11 @@ class Agent:
             return
         result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
+        detections, demoted = self.ignore_regions.apply(image, result.detections)
+        if demoted:
+            log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
         saved_bursts = copy.deepcopy(self.bursts.state)
-        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
+        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, detections)
         frame_number = self._frame_counter + 1
         message = DetectionMessage(
             id=f"{self.config.device_id}:{frame_number:09d}",
@@ -166,7 +182,7 @@ class Agent:
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
-            detections=result.detections,
+            detections=detections,
         )
         outgoing = [self._summary_message(closed)] if closed else []
         outgoing.append(
@@ -179,7 +195,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, data, image, result.detections)
+            pictures = self._pictures(message.id, data, image, detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -200,7 +216,7 @@ class Agent:
         log.debug(
             "%s: %d detection(s) in %.1f ms",
             frame.name,
-            len(result.detections),
+            len(detections),
             result.inference_ms,
         )
 
@@ -255,6 +271,14 @@ class Agent:
         except SpoolError as exc:
             self.counters.spool_errors += 1
             log.error("could not spool summary of %s: %s", summary.sequence_id, exc)
+
+    def _ignore_regions_command(self, command: BaseModel | None) -> None:
+        if command is None:
+            log.info("the server cleared cmd/ignore-regions; keeping the remembered regions")
+            return
+        if not isinstance(command, IgnoreRegionsCommand):
+            raise TypeError(f"expected an IgnoreRegionsCommand, got {type(command).__name__}")
+        self.ignore_regions.handle(command.to_json())
 
     # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
     def spool_ota(self, payload: bytes) -> None:

@@ -16,6 +16,7 @@ from trapline.server.api.routes import (
     inference,
     jobs,
     labels,
+    learning,
     media,
     models,
     ota,
@@ -53,6 +54,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         exports,
         labels,
         ota,
+        learning,
         stats,
     ):
         v1.include_router(module.router)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +83,70 @@ class ServerSettings(BaseSettings):
         "trapline-ota", description="MQTT client id of the rollout controller (publishes model commands)"
     )
     ota_tick_s: float = Field(5.0, gt=0, description="how often the rollout controller checks rollouts")
+    # --- the learning loop: crop features, clusters, review, retraining -----------------------
+    clustering_min_conf: float = Field(
+        0.8, ge=0, le=1, description="boxes at or above this confidence are cropped and clustered"
+    )
+    feature_extractor: Literal["resnet152", "yolo-backbone"] = Field(
+        "resnet152",
+        description="resnet152: ImageNet ResNet-152, 2048-d (needs its weights file); yolo-backbone:"
+        " the deployed detector's own pooled backbone features (offline)",
+    )
+    feature_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="ResNet-152 runs on ONNX Runtime (faster) or PyTorch"
+    )
+    resnet152_weights: Path | None = Field(
+        None,
+        description="torchvision's ImageNet ResNet-152 state dict (resnet152-f82ba261.pth);"
+        " default <data_dir>/weights/resnet152-f82ba261.pth, downloaded there only when online",
+    )
+    feature_batch_size: int = Field(16, gt=0, le=512, description="crops per forward pass")
+    feature_chunk_size: int = Field(
+        256, gt=0, description="crops one worker claims at a time (the unit of resumption)"
+    )
+    work_lease_s: float = Field(
+        120, gt=0, description="a claimed chunk whose worker stays silent this long is taken over"
+    )
+    clustering_k_max: int = Field(12, ge=2, le=200, description="largest k tried by the elbow/silhouette")
+    clustering_illumination: Literal["none", "centre", "greyscale"] = Field(
+        "centre",
+        description="illumination-invariant mode: centre features per day/night group (measured best"
+        " on the development photos, see README), greyscale crops, or none",
+    )
+    reference_labels: list[Path] = Field(
+        default_factory=list,
+        description="folders of development sets (metadata.jsonl + species.csv or image_labels.csv) whose"
+        " species count as known when the server holds their photos (matched by SHA-256)",
+    )
+    clustering_threads: int = Field(
+        2, ge=1, le=64, description="threads for clustering and t-SNE (at most the free cores)"
+    )
+    signing_key: Path | None = Field(
+        None,
+        description="the operator's Ed25519 private key (`trapline keys generate`, mode 0600) that"
+        " signs retrained bundles; never in the repository",
+    )
+    retrain_base_weights: Path | None = Field(
+        None, description="the current model's PyTorch checkpoint (.pt) that retraining fine-tunes"
+    )
+    retrain_base_data: Path | None = Field(
+        None, description="data.yaml of the existing training data (`trapline train prepare`)"
+    )
+    retrain_min_new_labels: int = Field(
+        50, ge=1, description="the weekly retraining runs only when this many new labels exist"
+    )
+    retrain_epochs: int = Field(20, ge=1, description="fine-tuning epochs")
+    retrain_imgsz: int = Field(416, ge=32, description="training and export input size")
+    export_max_map50_drop: float = Field(
+        1.0, ge=0, le=100, description="points of val mAP50 the INT8 export of a candidate may lose"
+    )
+    gate_tolerance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="the gate refuses a candidate worse than the current model by more than this on"
+        " any gated metric (animal AP50, image accuracy, empty-frame false-positive rate)",
+    )
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> ServerSettings:
@@ -97,3 +162,12 @@ class ServerSettings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def learning_dir(self) -> Path:
+        """Features, clustering runs and retraining runs."""
+        return self.data_dir / "learning"
+
+    @property
+    def resnet152_weights_path(self) -> Path:
+        return self.resnet152_weights or self.data_dir / "weights" / "resnet152-f82ba261.pth"

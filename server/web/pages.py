@@ -13,7 +13,7 @@ from sqlalchemy import select
 from trapline.contracts import CATEGORIES
 from trapline.server.api.deps import SessionDep, principal_or_none
 from trapline.server.api.routes.ota import device_models, rollout_out
-from trapline.server.models import Device, Label, ModelVersion, Release, Rollout
+from trapline.server.models import ClusteringRun, ClusterMember, Device, Label, ModelVersion, Release, Rollout
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -84,3 +84,35 @@ def rollouts_page(request: Request, session: SessionDep) -> Response:
             "admin": user is not None and user.role == "admin",
         },
     )
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, session: SessionDep) -> Response:
+    if (redirect := _login_first(request, session)) is not None:
+        return redirect
+    runs = list(session.scalars(select(ClusteringRun).order_by(ClusteringRun.created_at.desc()).limit(50)))
+    return templates.TemplateResponse(request, "review.html", {"runs": runs})
+
+
+@router.get("/review/{run_id}", response_class=HTMLResponse)
+def review_run_page(run_id: str, request: Request, session: SessionDep) -> Response:
+    if (redirect := _login_first(request, session)) is not None:
+        return redirect
+    run = session.get(ClusteringRun, run_id)
+    if run is None:
+        raise HTTPException(404, f"no clustering run {run_id!r}")
+    return templates.TemplateResponse(request, "review_run.html", {"run": run})
+
+
+@router.get("/review/{run_id}/{cluster}", response_class=HTMLResponse)
+def review_cluster_page(run_id: str, cluster: int, request: Request, session: SessionDep) -> Response:
+    if (redirect := _login_first(request, session)) is not None:
+        return redirect
+    found = session.scalar(
+        select(ClusterMember.id)
+        .where(ClusterMember.run_id == run_id, ClusterMember.cluster == cluster)
+        .limit(1)
+    )
+    if found is None:
+        raise HTTPException(404, f"run {run_id!r} has no cluster {cluster}")
+    return templates.TemplateResponse(request, "review_cluster.html", {"run_id": run_id, "cluster": cluster})

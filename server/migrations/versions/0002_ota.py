@@ -2,7 +2,7 @@
 release each device should run, and the model file each device runs
 
 Revision ID: 0002_ota
-Revises: 0002_dashboard
+Revises: 0002_learning_loop
 Create Date: 2026-11-30 07:04:32.849886
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_ota"
-down_revision = "0002_dashboard"
+down_revision = "0002_learning_loop"  # re-chained after merging main
 branch_labels = None
 depends_on = None
 
