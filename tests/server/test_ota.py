@@ -226,6 +226,9 @@ def test_rolling_back_needs_a_grant_for_the_older_release(
         v2 = register_release(session, settings, release_v2.folder).id
         rollout_id = start(session, v2, RolloutPlan(), "ada", NOW).id
     assert set(_targets(sessions).values()) == {v2}
+    with transaction(sessions) as session:  # two traps switched to v2; trap-02 still runs v1
+        for device_id in ("trap-00", "trap-01"):
+            session.get(Device, device_id).model_sha256 = release_v2.model_sha256  # type: ignore[union-attr]
     with (
         transaction(sessions) as session,
         pytest.raises(RolloutError, match=f"release {v1} \\(v1\\): no rollback grant"),

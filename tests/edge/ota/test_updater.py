@@ -17,6 +17,7 @@ from tests.support.ota import BundleFileServer, Release, ReleaseKit, ota_reports
 from trapline.edge.agent import AgentCounters, load_detector
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_SAMPLES, AgentConfig
 from trapline.edge.detector import Detector
+from trapline.edge.downlink import CommandDispatcher
 from trapline.edge.ota.slots import SlotStore
 from trapline.edge.ota.updater import ModelUpdates, load_installed
 from trapline.files import file_sha256
@@ -329,3 +330,17 @@ def test_disk_full_during_a_download_keeps_the_old_model_and_the_update_recovers
     trap.host.wait_for("installed")
     assert trap.version == "2"
     trap.stop()
+
+
+def test_a_command_the_trap_cannot_use_is_reported_on_ota(
+    tmp_path: Path, kit: ReleaseKit, server: BundleFileServer
+) -> None:
+    trap = Trap(make_config(tmp_path, kit, server))
+    dispatcher = CommandDispatcher("trapline", "trap-07", trap.updates.handlers(), trap.updates.command_error)
+    dispatcher.dispatch("trapline/trap-07/cmd/model", b'{"schema": "trapline.cmd.model/1"}')
+    report = trap.host.wait_for("refused")
+    assert report["release_id"] is None and report["reason"].startswith("malformed cmd/model command:")
+    assert trap.version == "1"
+    trap.stop()
+    disabled = make_config(tmp_path / "off", kit, server, enabled=False)
+    assert ModelUpdates(disabled, "0.1.0").handlers() == {}  # the dispatcher then reports "no handler"
