@@ -180,7 +180,7 @@ class MqttCommandLink:
             self.last_error = f"broker refused the command link: {reason}"
             if reason.value in _AUTH_FAILURES:
                 log.error(
-                    "MQTT broker refused our credentials for commands (%s); retrying in %.0f s",
+                    "command link: the broker refused the credentials (%s); retrying in %.0f s",
                     reason,
                     self.config.auth_retry_s,
                 )
