@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tests.conftest import CAMTRAP, SHARED_WEIGHTS, needs_shared
 from tests.server.clustering.conftest import Fleet
 from trapline.bundle import verify_bundle
-from trapline.keyring import generate_keys
+from trapline.keyring import generate_keys, install_public_key
 from trapline.server.db import transaction
 from trapline.server.learning.labels import NOT_AN_ANIMAL, UNSURE, label_crops
 from trapline.server.learning.retrain import run_retrain_job
@@ -93,6 +93,9 @@ def test_review_retrain_and_gated_registration(fleet: Fleet, tmp_path: Path) -> 
     generate_keys(key, public)
     settings = fleet.settings
     settings.signing_key, settings.retrain_base_weights = key, coco
+    # the server registers only what the traps will trust: the operator's key is in its keyring
+    settings.release_keyring = tmp_path / "keyring"
+    install_public_key(settings.release_keyring, public.read_bytes())
     settings.retrain_base_data = tiny_dataset(tmp_path / "base")
     settings.retrain_epochs, settings.retrain_imgsz, settings.gate_tolerance = 1, 160, 0.0
     settings.export_max_map50_drop = 100.0  # INT8 of a 160 px model on two val photos: not what is tested
@@ -136,7 +139,8 @@ def test_review_retrain_and_gated_registration(fleet: Fleet, tmp_path: Path) -> 
         model = session.get(ModelVersion, run.model_id)
         assert model is not None and model.metrics["release_candidate"] and model.version == "1"
         release = session.scalars(select(Release).where(Release.model_id == model.id)).one()
-        assert release.bundle_url.startswith("file://")
+        assert release.bundle_url == f"/api/v1/releases/{release.id}/bundle"  # downloadable by traps
+        assert release.version == "1" and release.archive_file is not None
     manifest = verify_bundle(Path(run.path) / "bundle", public)  # signed with the operator's key
     assert manifest.format == "onnx" and "test_split" in manifest.metrics
     assert "ACCEPTED" in (Path(run.path) / "report.md").read_text()
