@@ -20,7 +20,7 @@ class LiteRtBackend(InferenceBackend):
     def _load(self) -> BackendInfo:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._runner = TfliteInterpreterRunner(Interpreter, self.path, self.threads)
+        self._runner = TfliteInterpreterRunner(Interpreter, self.path, self.threads, self.content)
         return self._runner.info
 
     def run(self, tensor: np.ndarray) -> np.ndarray:

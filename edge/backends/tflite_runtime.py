@@ -20,7 +20,7 @@ class TfliteRuntimeBackend(InferenceBackend):
     def _load(self) -> BackendInfo:
         from tflite_runtime.interpreter import Interpreter
 
-        self._runner = TfliteInterpreterRunner(Interpreter, self.path, self.threads)
+        self._runner = TfliteInterpreterRunner(Interpreter, self.path, self.threads, self.content)
         return self._runner.info
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
