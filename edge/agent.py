@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trapline.bundle import BundleError, resolve_model_file
+from trapline import model_source
+from trapline.bundle import BundleError
 from trapline.contracts import (
     Detection,
     DetectionMessage,
@@ -30,6 +31,7 @@ from trapline.contracts import (
 from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
+from trapline.edge.clock import clock_unsynced
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
@@ -37,6 +39,7 @@ from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.pictures import crops, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
+from trapline.edge.rehome import rehome_spool, rehomed_total
 from trapline.edge.sources import Frame, FrameSource, make_source
 from trapline.edge.spool import (
     PRIORITY_EMPTY_FRAME,
@@ -46,11 +49,15 @@ from trapline.edge.spool import (
     SpoolError,
 )
 from trapline.edge.uploader import PictureUploader
+from trapline.files import fsync_dir, write_synced
+from trapline.model_source import ModelSource
 
 log = logging.getLogger(__name__)
 
 _FRAME_COUNTER = "frame_counter"
 _BURSTS = "bursts"
+# pruning old "frame done" marks and giving free pages back: a few times an hour is plenty
+_MAINTENANCE_INTERVAL_S = 600.0
 
 
 @dataclass
@@ -61,10 +68,10 @@ class AgentCounters:
     model_load_failures: int = 0
 
 
-def resolve_model(path: Path, public_key: Path) -> Path:
-    """The model file to load: a bundle directory is verified first (signature and hashes)."""
+def resolve_model(path: Path, public_key: Path) -> ModelSource:
+    """The model to load: a bundle is verified first (signature, hashes, nothing unlisted)."""
     try:
-        return resolve_model_file(path, public_key)
+        return model_source.resolve_model(path, public_key)
     except BundleError as exc:
         raise ModelLoadError(f"refusing model bundle: {exc}") from exc
 
@@ -92,8 +99,16 @@ class Agent:
         self.last_error: str | None = None
         self.detector = load_detector(config, self.counters)
         self.spool = DetectionSpool(
-            config.spool.path, config.spool.max_bytes, config.spool.policy, config.spool.synchronous
+            config.spool.path,
+            config.spool.max_bytes,
+            config.spool.policy,
+            config.spool.synchronous,
+            config.spool.dead_letter_max_bytes,
         )
+        self.last_error = self.spool.reset_reason
+        rehome_spool(self.spool, config.mqtt.prefix, config.device_id)
+        # "<device>:<installation>": ids never repeat across reinstalls (a fresh spool, a new id)
+        self.id_prefix = f"{config.device_id}:{self.spool.installation_id}"
         self.quarantine = Quarantine(config.quarantine_dir)
         self.source = source or make_source(config.source)
         self._frame_counter = int(self.spool.get_state(_FRAME_COUNTER) or 0)
@@ -102,6 +117,7 @@ class Agent:
             config.bursts.gap_s,
             self.detector.info.category_names,
             BurstState.from_json(self.spool.get_state(_BURSTS)),
+            self.id_prefix,
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
         self.uploader = PictureUploader(config.upload, self.spool)
@@ -116,10 +132,10 @@ class Agent:
     def _topic(self, kind: TopicKind) -> str:
         return topic(self.config.mqtt.prefix, self.config.device_id, kind)
 
-    def _status(self, state: DeviceState) -> bytes:
+    def _status(self, state: DeviceState, timestamped: bool) -> bytes:
         return StatusMessage(
             state=state,
-            ts=utc_now(),
+            ts=utc_now() if timestamped else None,
             agent_version=__version__,
             model=self.detector.info.ref,
         ).to_json()
@@ -140,11 +156,12 @@ class Agent:
         saved_bursts = copy.deepcopy(self.bursts.state)
         sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
         frame_number = self._frame_counter + 1
+        processed_at = utc_now()
         message = DetectionMessage(
-            id=f"{self.config.device_id}:{frame_number:09d}",
+            id=f"{self.id_prefix}:{frame_number:09d}",
             device_id=self.config.device_id,
             captured_at=frame.captured_at,
-            processed_at=utc_now(),
+            processed_at=processed_at,
             sequence_id=sequence_id,
             frame_index=frame_index,
             image=ImageInfo(
@@ -157,6 +174,7 @@ class Agent:
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
             detections=result.detections,
+            clock_unsynced=clock_unsynced(frame.captured_at, processed_at),
         )
         outgoing = [self._summary_message(closed)] if closed else []
         outgoing.append(
@@ -214,7 +232,11 @@ class Agent:
             for index, (kind, blob) in enumerate(blobs):
                 path = self.spool.uploads_dir / f"{stem}-{kind}-{index}.jpg"
                 pending.append(PendingUpload(detection_id, kind, path, len(blob)))
-                path.write_bytes(blob)  # a crash before the spool commit leaves an orphan: removed at start
+                # on disk before the spool row that points at it commits; a crash before the
+                # commit leaves an orphan, removed at start
+                write_synced(path, blob)
+            if pending:
+                fsync_dir(self.spool.uploads_dir)
         except OSError:
             for written in pending:  # a full disk: leave nothing half done behind
                 written.path.unlink(missing_ok=True)
@@ -258,16 +280,21 @@ class Agent:
             dropped=self.spool.dropped,
             disk_free_bytes=disk_free_bytes(self.config.spool.path.parent),
             cpu_temp_c=cpu_temp_c(),
-            last_error=(self.last_error or self.publisher.last_error or None),
+            last_error=(self.last_error or self.publisher.last_error or self.uploader.last_error or None),
+            dead_letters=self.spool.dead_letter_count,
+            rehomed=rehomed_total(self.spool),
+            spool_resets=self.spool.resets,
         )
 
     def run(self, drain_timeout_s: float = float("inf")) -> int:
-        """Process frames until stopped or the source is exhausted; then drain the spool."""
+        """Process frames until stopped or the source is exhausted; then drain the spool.
+        Returns 1 when a worker thread died (the watchdog is no longer fed), else 0."""
         self.publisher.start()
         self.uploader.start()
         sd_notify("READY=1")
         watchdog_s = watchdog_interval_s()
         next_heartbeat = next_watchdog = 0.0
+        next_maintenance = time.monotonic() + _MAINTENANCE_INTERVAL_S
         exhausted = False
         try:
             for frame in self.source.frames(self.stop_event, self.spool.is_processed):
@@ -278,10 +305,14 @@ class Agent:
                 if now >= next_heartbeat:
                     self.publisher.publish_now("heartbeat", self.heartbeat().to_json())
                     next_heartbeat = now + self.config.heartbeat_interval_s
-                if watchdog_s and now >= next_watchdog:
-                    sd_notify("WATCHDOG=1")
-                    next_watchdog = now + watchdog_s
-            exhausted = not self.stop_event.is_set()
+                if now >= next_maintenance:
+                    self._maintain()
+                    next_maintenance = now + _MAINTENANCE_INTERVAL_S
+                if now >= next_watchdog:
+                    if not self._feed_watchdog(watchdog_s):
+                        break
+                    next_watchdog = now + (watchdog_s or 1.0)
+            exhausted = not self.stop_event.is_set() and not self.dead_threads
         finally:
             self.source.close()
             self._spool_summary(self.bursts.close())
@@ -301,13 +332,53 @@ class Agent:
             self.counters.frames_quarantined,
             self.spool.depth,
         )
-        return 0
+        return 1 if self.dead_threads else 0
+
+    @property
+    def dead_threads(self) -> list[str]:
+        """Worker threads that should run and do not (each one's loop survives errors, so a dead
+        one is a bug: a restart is the cure)."""
+        dead = [] if self.publisher.alive else ["mqtt"]
+        if self.uploader.enabled and not self.uploader.alive:
+            dead.append("uploader")
+        return dead
+
+    def _feed_watchdog(self, watchdog_s: float | None) -> bool:
+        """WATCHDOG=1 only while every worker thread lives; False: stop the agent (no watchdog)."""
+        dead = self.dead_threads
+        if not dead:
+            if watchdog_s:
+                sd_notify("WATCHDOG=1")
+            return True
+        if self.last_error is None or not self.last_error.startswith("thread died"):
+            self.last_error = f"thread died: {', '.join(dead)}"
+            log.critical(
+                "worker thread(s) %s died; %s",
+                ", ".join(dead),
+                "no longer feeding the watchdog: systemd restarts the agent"
+                if watchdog_s
+                else "stopping (exit status 1) so that whatever runs the agent restarts it",
+            )
+        return bool(watchdog_s)
+
+    def _maintain(self) -> None:
+        """Bounded growth: forget old "frame done" marks of frames that are gone; shrink the file."""
+        try:
+            forgotten = self.spool.prune_processed(
+                self.config.spool.processed_keep_days * 86400, self.source.still_present
+            )
+            freed = self.spool.vacuum()
+        except SpoolError as exc:
+            log.warning("spool maintenance failed (will try again): %s", exc)
+            return
+        if forgotten or freed:
+            log.info("spool maintenance: forgot %d frame mark(s), freed %d page(s)", forgotten, freed)
 
     def _wait_drained(self, timeout_s: float, watchdog_s: float | None) -> None:
         deadline = time.monotonic() + timeout_s
         while self.spool.depth > 0 and not self.stop_event.is_set() and time.monotonic() < deadline:
-            if watchdog_s:
-                sd_notify("WATCHDOG=1")
+            if not self._feed_watchdog(watchdog_s):
+                return
             self.stop_event.wait(0.1)
 
     def stop(self) -> None:

@@ -1,14 +1,36 @@
 """MQTT link of the trap: drains the spool at QoS 1, deleting each message only after its PUBACK.
 
-Availability follows the contract: a retained `online` status on every connect, a retained
-`offline` Last Will, and `stopped` on a clean shutdown. Reconnects use paho's capped exponential
-backoff; refused credentials stop the retries for `auth_retry_s` instead of hammering the broker.
+One thread ("mqtt") owns the paho client: it connects, runs paho's network loop, handles acks and
+sends spooled messages, so nothing races on the socket. Its states:
+
+    down --connect--> waiting for CONNACK --ok--> waiting for our `online` status's PUBACK
+      ^                  | refused (credentials: wait auth_retry_s)        | accepted: ready
+      |                  v                                                  v
+      +----- backoff <-- link lost <-------- status refused (ACL) <---- ready: send the spool
+
+- The spool is sent only once the broker has accepted our `online` status: a broker that refuses
+  our own status topic (wrong prefix, stale ACL) would refuse everything, so nothing is sent (and
+  nothing is lost); the link is dropped and tried again later.
+- MQTT 5: a PUBACK with a reason >= 0x80 is final for that message: it moves to the spool's dead
+  letters (counted in the heartbeat) and is never sent again in a loop. "Not authorized" and "topic
+  name invalid" refuse a topic, not a message: every queued row for that topic follows it.
+- MQTT 3.1.1 has no reason codes: a broker acknowledges a denied message as if it had taken it, and
+  the message is lost. Use protocol 5 for delivery guarantees.
+- Unacknowledged messages survive reconnects inside paho, which sends them again (same message
+  id); acks that arrive are always matched before anything is reset, so acked rows are deleted.
+- Reconnects back off exponentially (with jitter, capped); the delay resets only after a link has
+  stayed ready for `stable_after_s`, so a connection that drops right after connect is not retried
+  every second. Refused credentials wait `auth_retry_s`.
+- Availability follows the contract: a retained `online` status on every connect, a retained
+  `offline` Last Will without a timestamp (MQTT 5: sent only after `will_delay_s`, so a quick
+  reconnect does not flip the status), and `stopped` on a clean shutdown.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
+import random
 import ssl
 import threading
 import time
@@ -17,16 +39,52 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from trapline.contracts import TOPICS, DeviceState, TopicKind, topic
 from trapline.edge.config import MqttConfig
-from trapline.edge.spool import DetectionSpool
+from trapline.edge.spool import DetectionSpool, SpooledMessage, SpoolError
 
 log = logging.getLogger(__name__)
 
 # CONNACK reason codes that mean "your credentials are wrong": retrying soon will not help
 _AUTH_FAILURES = {0x86, 0x87, 0x8C}
+# PUBACK reason codes that refuse the topic itself: every message on it would be refused
+_TOPIC_REFUSED = {0x87, 0x90}
+_LOOP_TIMEOUT_S = 0.1
+_ERROR_LOG_INTERVAL_S = 60.0
+_FINAL_STATUS_WAIT_S = 5.0
+
+# (state, with a timestamp) -> status payload; the Last Will has none (see StatusMessage)
+StatusPayload = Callable[[DeviceState, bool], bytes]
+MessageHandler = Callable[[str, bytes], None]
+
+
+class ReconnectBackoff:
+    """Capped exponential backoff with jitter that resets only after a link stayed up (AWS IoT SDK)."""
+
+    def __init__(
+        self,
+        min_s: float,
+        max_s: float,
+        stable_after_s: float,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.min_s, self.max_s, self.stable_after_s = min_s, max_s, stable_after_s
+        self._jitter = jitter
+        self._next = min_s
+
+    def next_delay(self, link_lasted_s: float | None) -> float:
+        """The wait before the next attempt, after a link that was ready for `link_lasted_s`
+        (None: it never became ready)."""
+        if link_lasted_s is not None and link_lasted_s >= self.stable_after_s:
+            self._next = self.min_s
+        delay = self._next
+        self._next = min(self._next * 2, self.max_s)
+        # up to a quarter less, so a fleet that lost the broker together does not return in step
+        return delay * (1.0 - 0.25 * self._jitter())
 
 
 class MqttPublisher:
@@ -35,34 +93,46 @@ class MqttPublisher:
         config: MqttConfig,
         device_id: str,
         spool: DetectionSpool,
-        status_payload: Callable[[DeviceState], bytes],
+        status_payload: StatusPayload,
     ) -> None:
         self.config = config
         self.device_id = device_id
         self.spool = spool
         self._status_payload = status_payload
         self._status_topic = topic(config.prefix, device_id, "status")
-        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
-        self._inflight: dict[int, int] = {}  # MQTT message id -> spool row id
-        self._cursor = 0  # highest spool row id handed to paho since the last (re)connect
-        self._connected = threading.Event()
-        self._reset_needed = threading.Event()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._backoff = ReconnectBackoff(config.backoff_min_s, config.backoff_max_s, config.stable_after_s)
+        # owned by the mqtt thread only
+        self._inflight: dict[int, SpooledMessage] = {}  # MQTT message id -> spool row
+        self._cursor = 0  # highest spool row id handed to paho
+        self._puback: list[tuple[int, ReasonCode]] = []  # from paho's callback, handled after loop()
+        self._unsaved_acks: list[int] = []  # acked by the broker, not yet deleted (SQLite error)
+        self._unsaved_refusals: list[tuple[SpooledMessage, int, str]] = []
+        self._status_mid: int | None = None
+        self._status_refused = False
+        self._ready_since: float | None = None
         self._auth_blocked_until = 0.0
+        self._last_error_log = 0.0
+        self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
+        # shared with other threads
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._final_state: DeviceState = "stopped"
+        self._now: collections.deque[tuple[TopicKind, bytes]] = collections.deque(maxlen=16)
         self.last_error: str | None = None
         self.published = 0
+        self.refused = 0
+        self.connects = 0
         self._client = self._make_client()
-        self._thread = threading.Thread(target=self._drain_loop, name="spool-drain", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        protocol = mqtt.MQTTv5 if cfg.protocol == 5 else mqtt.MQTTv311
+        v5 = cfg.protocol == 5
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"trapline-{self.device_id}",
-            protocol=protocol,
-            clean_session=None if protocol == mqtt.MQTTv5 else True,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password())
@@ -74,15 +144,35 @@ class MqttPublisher:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
             client.tls_insecure_set(cfg.tls.insecure)
-        client.will_set(self._status_topic, self._status_payload("offline"), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=cfg.backoff_min_s, max_delay=cfg.backoff_max_s)
-        client.max_inflight_messages_set(cfg.max_inflight)
+        will_properties = None
+        if v5:
+            will_properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+            will_properties.WillDelayInterval = cfg.will_delay_s
+        client.will_set(
+            self._status_topic,
+            self._status_payload("offline", False),
+            qos=1,
+            retain=True,
+            properties=will_properties,
+        )
+        client.max_inflight_messages_set(cfg.max_inflight + 1)  # + our status
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        if v5:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # a session that outlives short outages: the Will's delay needs one, and commands
+            # published while the trap was away wait in it
+            connect_properties.SessionExpiryInterval = cfg.session_expiry_s
+            client.connect_async(
+                cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=connect_properties
+            )
+        else:
+            client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
         return client
 
-    # --- paho callbacks (network thread) --------------------------------------------------------
+    # --- paho callbacks (run inside loop(), on the mqtt thread) ---------------------------------
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
@@ -96,124 +186,222 @@ class MqttPublisher:
                     reason,
                     self.config.auth_retry_s,
                 )
-                client.disconnect()
             else:
                 log.warning("MQTT broker refused connection: %s", reason)
             return
+        self.connects += 1
         log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
-        client.publish(self._status_topic, self._status_payload("online"), qos=1, retain=True)
-        self._reset_needed.set()
-        self._connected.set()
-        self._wake.set()
+        self._status_refused = False
+        info = client.publish(self._status_topic, self._status_payload("online", True), qos=1, retain=True)
+        self._status_mid = info.mid
+        for topic_filter, (qos, _handler) in self._subscriptions.items():
+            client.subscribe(topic_filter, qos)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        if self._connected.is_set():
+        if self._ready.is_set():
             log.warning("disconnected from MQTT broker: %s", reason)
             self.last_error = f"disconnected: {reason}"
-        self._connected.clear()
-        self._reset_needed.set()
+        self._ready.clear()
 
     def _on_publish(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
-        self._acks.put((mid, not reason.is_failure))
-        self._wake.set()
-
-    # --- the drain loop (own thread) ------------------------------------------------------------
-    def _handle_acks(self) -> None:
-        acked = []
-        while True:
-            try:
-                mid, ok = self._acks.get_nowait()
-            except queue.Empty:
-                break
-            row_id = self._inflight.pop(mid, None)
-            if row_id is None:
-                continue  # a retransmission from before a reconnect
-            if ok:
-                acked.append(row_id)
+        if mid == self._status_mid:
+            self._status_mid = None
+            if reason.is_failure:
+                self._status_refused = True
+                self.last_error = f"broker refused our status on {self._status_topic}: {reason}"
+                log.error(
+                    "MQTT broker refused our status on %s (%s): check the broker's ACL for this device"
+                    " and the topic prefix; sending nothing until it accepts it",
+                    self._status_topic,
+                    reason,
+                )
             else:
-                # e.g. "not authorized" for this topic: keep it, it is sent again after reconnect
-                self.last_error = f"broker rejected message {row_id}"
-                log.error("broker rejected spooled message %d; keeping it", row_id)
-        self.spool.ack(acked)
-        self.published += len(acked)
+                self._ready_since = time.monotonic()
+                self._ready.set()
+            return
+        self._puback.append((mid, reason))
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        for topic_filter, (_qos, handler) in self._subscriptions.items():
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                try:
+                    handler(message.topic, bytes(message.payload))
+                except Exception:  # one bad command must not end the link
+                    log.exception("handler for %s failed", message.topic)
+
+    # --- the mqtt thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait = self._auth_blocked_until - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            self._ready_since = None
+            try:
+                self._serve_one_connection()
+            except Exception as exc:  # a bug must not end the link for good: log, back off, retry
+                log.exception("MQTT link failed")
+                self.last_error = f"MQTT link failed: {type(exc).__name__}: {exc}"
+            self._ready.clear()
+            if self._stop.is_set() or self._auth_blocked_until > time.monotonic():
+                continue
+            lasted = None if self._ready_since is None else time.monotonic() - self._ready_since
+            delay = self._backoff.next_delay(lasted)
+            log.info("reconnecting to MQTT broker in %.1f s", delay)
+            self._stop.wait(delay)
+
+    def _serve_one_connection(self) -> None:
+        try:
+            self._client.reconnect()
+        except OSError as exc:  # refused, unreachable, DNS, TLS
+            self.last_error = f"cannot reach MQTT broker {self.config.host}:{self.config.port}: {exc}"
+            log.warning("%s", self.last_error)
+            return
+        while True:
+            rc = self._client.loop(_LOOP_TIMEOUT_S)
+            self._save_acks()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return  # link lost or refused; on_disconnect has run
+            if self._stop.is_set():
+                self._say_goodbye()
+                return
+            if self._status_refused:
+                self._client.disconnect()
+                self._client.loop(_LOOP_TIMEOUT_S)
+                return
+            if self._ready.is_set():
+                self._send_now()
+                self._send_more()
+
+    def _save_acks(self) -> None:
+        """Match PUBACKs to spool rows: delete the accepted, dead-letter the refused."""
+        for mid, reason in self._puback:
+            message = self._inflight.pop(mid, None)
+            if message is None:
+                continue  # not ours (heartbeat), or already handled
+            if reason.is_failure:
+                self._unsaved_refusals.append((message, reason.value, str(reason)))
+            else:
+                self._unsaved_acks.append(message.id)
+        self._puback.clear()
+        try:
+            if self._unsaved_acks:
+                self.spool.ack(self._unsaved_acks)
+                self.published += len(self._unsaved_acks)
+                self._unsaved_acks.clear()
+            while self._unsaved_refusals:
+                self._dead_letter(*self._unsaved_refusals[0])
+                self._unsaved_refusals.pop(0)
+        except SpoolError as exc:  # kept and retried on the next turn; the link stays up
+            self._spool_trouble(exc)
+
+    def _dead_letter(self, message: SpooledMessage, code: int, reason: str) -> None:
+        why = f"broker refused it: {reason} (0x{code:02X})"
+        self.refused += self.spool.dead_letter([message.id], why)
+        log.error(
+            "broker refused spooled message %d on %s (%s): moved to dead letters",
+            message.id,
+            message.topic,
+            reason,
+        )
+        self.last_error = f"broker refused a message on {message.topic}: {reason}"
+        if code in _TOPIC_REFUSED:
+            in_flight = {m.id for m in self._inflight.values()}
+            more = self.spool.dead_letter_topic(message.topic, why, exclude=in_flight)
+            if more:
+                self.refused += more
+                log.error("moved %d more queued message(s) on %s to dead letters", more, message.topic)
 
     def _send_more(self) -> None:
         room = self.config.max_inflight - len(self._inflight)
         if room <= 0:
             return
-        for message in self.spool.get_batch(self._cursor, room):
+        try:
+            batch = self.spool.get_batch(self._cursor, room)
+        except Exception as exc:  # noqa: BLE001 - any spool trouble: the link stays, we retry
+            self._spool_trouble(exc)
+            return
+        for message in batch:
             info = self._client.publish(message.topic, message.payload, qos=message.qos)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                return  # connection just dropped: the reset after reconnect resends from the start
-            self._inflight[info.mid] = message.id
+            # NO_CONN: paho keeps the message and sends it after the reconnect
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                return
+            self._inflight[info.mid] = message
             self._cursor = message.id
 
-    def _drain_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(0.5)
-            self._wake.clear()
-            if self._reset_needed.is_set():
-                # unacknowledged messages are sent again: duplicates are harmless (idempotent ids)
-                self._reset_needed.clear()
-                self._inflight.clear()
-                self._cursor = 0
-            self._handle_acks()
-            if self._connected.is_set():
-                self._send_more()
-            elif self._auth_blocked_until and time.monotonic() > self._auth_blocked_until:
-                self._auth_blocked_until = 0.0
-                self._restart_network()
+    def _send_now(self) -> None:
+        while self._now:
+            kind, payload = self._now.popleft()
+            spec = TOPICS[kind]
+            self._client.publish(
+                topic(self.config.prefix, self.device_id, kind), payload, qos=spec.qos, retain=spec.retain
+            )
 
-    def _restart_network(self) -> None:
-        log.info("retrying MQTT connection to %s:%d", self.config.host, self.config.port)
-        self._client.loop_stop()
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
-        self._client.loop_start()
+    def _say_goodbye(self) -> None:
+        """Final status (a clean stop does not trigger the Last Will), then a clean disconnect."""
+        if self._ready.is_set():
+            info = self._client.publish(
+                self._status_topic, self._status_payload(self._final_state, True), qos=1, retain=True
+            )
+            deadline = time.monotonic() + _FINAL_STATUS_WAIT_S
+            while not info.is_published() and time.monotonic() < deadline:
+                if self._client.loop(_LOOP_TIMEOUT_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                self._save_acks()
+        self._client.disconnect()
+        self._client.loop(_LOOP_TIMEOUT_S)
+
+    def _spool_trouble(self, exc: Exception) -> None:
+        self.last_error = f"spool: {exc}"
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+            self._last_error_log = now
+            log.error("spool trouble in the MQTT link (retrying): %s", exc)
+        self._stop.wait(1.0)
 
     # --- public -------------------------------------------------------------------------------
     def start(self) -> None:
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
-        self._client.loop_start()
+        if self.config.protocol == 311:
+            log.warning(
+                "MQTT 3.1.1: a broker that refuses a message still acknowledges it, so such a"
+                " message is lost unnoticed; use protocol 5 for delivery guarantees"
+            )
         self._thread.start()
 
     def notify(self) -> None:
-        """New messages are in the spool."""
-        self._wake.set()
+        """New messages are in the spool. Nothing to do: the mqtt thread looks every 0.1 s."""
+
+    def subscribe(self, topic_filter: str, qos: int, handler: MessageHandler) -> None:
+        """Call `handler(topic, payload)` on the mqtt thread for messages on `topic_filter`
+        (subscribed on every connect). Register before `start`; handlers must return quickly."""
+        if self._thread.is_alive():
+            raise RuntimeError("subscribe before start")
+        self._subscriptions[topic_filter] = (qos, handler)
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Connected and our status accepted: the spool is being sent."""
+        return self._ready.is_set()
+
+    @property
+    def alive(self) -> bool:
+        """The mqtt thread runs (false before start and after stop)."""
+        return self._thread.is_alive()
 
     def publish_now(self, kind: TopicKind, payload: bytes) -> bool:
-        """Publish outside the spool (heartbeats): only when connected, best effort."""
-        if not self._connected.is_set():
+        """Publish outside the spool (heartbeats): only while connected, best effort."""
+        if not self._ready.is_set():
             return False
-        info = self._client.publish(
-            topic(self.config.prefix, self.device_id, kind),
-            payload,
-            qos=TOPICS[kind].qos,
-            retain=TOPICS[kind].retain,
-        )
-        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._now.append((kind, payload))
+        return True
 
-    def stop(self, final_state: DeviceState = "stopped", timeout_s: float = 5.0) -> None:
-        """Publish the final status (a clean stop does not trigger the Last Will), then disconnect."""
+    def stop(self, final_state: DeviceState = "stopped", timeout_s: float = 10.0) -> None:
+        """Publish the final status, then disconnect (the mqtt thread does both)."""
+        self._final_state = final_state
         self._stop.set()
-        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        if self._connected.is_set():
-            info = self._client.publish(
-                self._status_topic, self._status_payload(final_state), qos=1, retain=True
-            )
-            try:
-                info.wait_for_publish(timeout_s)
-            except (RuntimeError, ValueError) as exc:
-                log.warning("could not publish final status: %s", exc)
-            self._handle_acks()
-        self._client.disconnect()
-        self._client.loop_stop()
