@@ -32,7 +32,7 @@ from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.clock import clock_unsynced
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
+from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.imaging import BadImageError, decode_image, is_night
@@ -68,10 +68,10 @@ class AgentCounters:
     model_load_failures: int = 0
 
 
-def resolve_model(path: Path, public_key: Path) -> ModelSource:
+def resolve_model(path: Path, keyring: Path) -> ModelSource:
     """The model to load: a bundle is verified first (signature, hashes, nothing unlisted)."""
     try:
-        return model_source.resolve_model(path, public_key)
+        return model_source.resolve_model(path, keyring)
     except BundleError as exc:
         raise ModelLoadError(f"refusing model bundle: {exc}") from exc
 
@@ -80,14 +80,14 @@ def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:
     """The configured model; the packaged one if that cannot be loaded (a trap must keep working)."""
     model = config.model
     try:
-        model_file = resolve_model(model.path, model.public_key)
+        model_file = resolve_model(model.path, model.keyring)
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
     except ModelLoadError as exc:
         counters.model_load_failures += 1
         if not model.fallback_to_packaged or model.path == PACKAGED_MODEL:
             raise
         log.error("cannot load model %s (%s); running the packaged model instead", model.path, exc)
-        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_KEYRING)
         return Detector(packaged, "auto", model.threads, model.conf_threshold, model.iou_threshold)
 
 

@@ -25,7 +25,8 @@ PACKAGED_MODELS = Path(__file__).parent / "models"
 PACKAGED_MODEL = PACKAGED_MODELS / "trapline-nano"
 # the COCO stand-in it replaced, kept as the evaluation baseline
 COCO_STAND_IN = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
-PACKAGED_PUBLIC_KEY = PACKAGED_MODELS / "trapline-release.pub"
+# the release keys a trap trusts out of the box (`<key id>.pub` files; see trapline/keyring.py)
+PACKAGED_KEYRING = PACKAGED_MODELS / "keyring"
 # sample photos shipped with the agent: `trapline edge check` and the demo use them
 PACKAGED_SAMPLES = Path(__file__).parent / "samples"
 
@@ -52,8 +53,10 @@ class ModelConfig(_Section):
     path: Path = Field(
         PACKAGED_MODEL, description="a signed bundle directory, or a bare .onnx/.tflite file (development)"
     )
-    public_key: Path = Field(
-        PACKAGED_PUBLIC_KEY, description="Ed25519 public key that bundles must be signed with"
+    keyring: Path = Field(
+        PACKAGED_KEYRING,
+        description="trusted release keys: a folder of <key id>.pub files (or one .pub file);"
+        " a bundle loads only if one of them signed it",
     )
     backend: Literal["auto", "onnxruntime", "litert", "tflite-runtime"] = Field(
         "auto", description="runtime; auto picks the preferred installed one for the file"

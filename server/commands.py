@@ -129,7 +129,7 @@ def _model_add(args: argparse.Namespace) -> int:
     from trapline.server.models import ModelVersion
 
     settings = _settings()
-    manifest = verify_bundle(args.bundle, settings.release_public_key)
+    manifest = verify_bundle(args.bundle, settings.release_keyring)
     with transaction(session_factory(make_engine(settings.database_url))) as session:
         session.add(
             ModelVersion(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trapline.bundle import BundleError, load_verified_bundle
+from trapline.keyring import Keyring
 from trapline.manifest import MANIFEST_NAME, SIGNATURE_NAME, ModelManifest
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,17 @@ def is_bundle(folder: Path) -> bool:
     return (folder / SIGNATURE_NAME).is_file() or (folder / MANIFEST_NAME).is_file()
 
 
-def resolve_model(path: Path, public_key: Path) -> ModelSource:
-    """The model at `path`: a bundle folder (or a file in one) is verified, BundleError if it
-    does not check out; a bare file elsewhere is taken as is (development only)."""
+def resolve_model(path: Path, trust: Keyring | Path) -> ModelSource:
+    """The model at `path`: a bundle folder (or a file in one) is verified with the trusted keys
+    (a keyring, its folder or one .pub file), BundleError if it does not check out; a bare file
+    elsewhere is taken as is (development only)."""
     folder = path if path.is_dir() else path.parent
     if not is_bundle(folder):
         if path.is_dir():
             raise BundleError(f"{path}: not a bundle (needs {MANIFEST_NAME} and {SIGNATURE_NAME})")
         log.warning("loading %s without a signed bundle (fine for development, not for a fleet)", path)
         return ModelSource.unbundled(path)
-    bundle = load_verified_bundle(folder, public_key)
+    bundle = load_verified_bundle(folder, trust)
     if not path.is_dir() and path.name != bundle.manifest.model_file:
         raise BundleError(f"{path.name} is not the model of bundle {folder} ({bundle.manifest.model_file})")
     log.info(

@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trapline.contracts import DEFAULT_PREFIX
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY
+from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL
 
 
 class ServerSettings(BaseSettings):
@@ -37,9 +37,9 @@ class ServerSettings(BaseSettings):
         PACKAGED_MODEL,
         description="bundle the inference endpoint runs",
     )
-    release_public_key: Path = Field(
-        PACKAGED_PUBLIC_KEY,
-        description="public key model bundles must be signed with",
+    release_keyring: Path = Field(
+        PACKAGED_KEYRING,
+        description="trusted release keys (a folder of <key id>.pub files, or one .pub file)",
     )
     task_queue: str = Field(
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"

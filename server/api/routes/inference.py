@@ -33,7 +33,7 @@ def _detector(request: Request) -> Detector:
     state: Any = request.app.state
     if getattr(state, "detector", None) is None:
         settings = state.settings
-        state.detector = Detector(resolve_model(settings.inference_model, settings.release_public_key))
+        state.detector = Detector(resolve_model(settings.inference_model, settings.release_keyring))
     detector: Detector = state.detector
     return detector
 
