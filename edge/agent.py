@@ -125,6 +125,11 @@ class Agent:
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
         self.stop_event = threading.Event()
+        self.died: list[str] = []  # worker threads found dead while running
+        self._watchdog_s: float | None = None
+        self._next_heartbeat = self._next_watchdog = 0.0
+        self._next_maintenance = time.monotonic() + _MAINTENANCE_INTERVAL_S
+        self._was_connected = False
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
         self.last_inference_ms = 0.0
@@ -292,27 +297,16 @@ class Agent:
         self.publisher.start()
         self.uploader.start()
         sd_notify("READY=1")
-        watchdog_s = watchdog_interval_s()
-        next_heartbeat = next_watchdog = 0.0
-        next_maintenance = time.monotonic() + _MAINTENANCE_INTERVAL_S
+        self._watchdog_s = watchdog_interval_s()
         exhausted = False
         try:
             for frame in self.source.frames(self.stop_event, self.spool.is_processed):
                 if frame is not None:
                     self.process(frame)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
-                now = time.monotonic()
-                if now >= next_heartbeat:
-                    self.publisher.publish_now("heartbeat", self.heartbeat().to_json())
-                    next_heartbeat = now + self.config.heartbeat_interval_s
-                if now >= next_maintenance:
-                    self._maintain()
-                    next_maintenance = now + _MAINTENANCE_INTERVAL_S
-                if now >= next_watchdog:
-                    if not self._feed_watchdog(watchdog_s):
-                        break
-                    next_watchdog = now + (watchdog_s or 1.0)
-            exhausted = not self.stop_event.is_set() and not self.dead_threads
+                if not self._timed_work():
+                    break
+            exhausted = not self.stop_event.is_set() and not self.died
         finally:
             self.source.close()
             self._spool_summary(self.bursts.close())
@@ -321,7 +315,7 @@ class Agent:
                     "source exhausted; waiting for %d spooled message(s) to be sent",
                     self.spool.depth,
                 )
-                self._wait_drained(drain_timeout_s, watchdog_s)
+                self._wait_drained(drain_timeout_s)
             sd_notify("STOPPING=1")
             self.uploader.stop()
             self.publisher.stop("stopped")
@@ -332,7 +326,25 @@ class Agent:
             self.counters.frames_quarantined,
             self.spool.depth,
         )
-        return 1 if self.dead_threads else 0
+        return 1 if self.died else 0
+
+    def _timed_work(self) -> bool:
+        """Heartbeat (also right after the link comes up), maintenance, watchdog. False: a worker
+        thread died and there is no watchdog to notice: stop."""
+        now = time.monotonic()
+        connected = self.publisher.connected
+        if connected and (now >= self._next_heartbeat or not self._was_connected):
+            self.publisher.publish_now("heartbeat", self.heartbeat().to_json())
+            self._next_heartbeat = now + self.config.heartbeat_interval_s
+        self._was_connected = connected
+        if now >= self._next_maintenance:
+            self._maintain()
+            self._next_maintenance = now + _MAINTENANCE_INTERVAL_S
+        if now >= self._next_watchdog:
+            if not self._feed_watchdog(self._watchdog_s):
+                return False
+            self._next_watchdog = now + (self._watchdog_s or 1.0)
+        return True
 
     @property
     def dead_threads(self) -> list[str]:
@@ -350,7 +362,8 @@ class Agent:
             if watchdog_s:
                 sd_notify("WATCHDOG=1")
             return True
-        if self.last_error is None or not self.last_error.startswith("thread died"):
+        if dead != self.died:
+            self.died = dead
             self.last_error = f"thread died: {', '.join(dead)}"
             log.critical(
                 "worker thread(s) %s died; %s",
@@ -374,10 +387,10 @@ class Agent:
         if forgotten or freed:
             log.info("spool maintenance: forgot %d frame mark(s), freed %d page(s)", forgotten, freed)
 
-    def _wait_drained(self, timeout_s: float, watchdog_s: float | None) -> None:
+    def _wait_drained(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while self.spool.depth > 0 and not self.stop_event.is_set() and time.monotonic() < deadline:
-            if not self._feed_watchdog(watchdog_s):
+            if not self._timed_work():
                 return
             self.stop_event.wait(0.1)
 

@@ -70,7 +70,9 @@ def rehome_spool(spool: DetectionSpool, prefix: str, device_id: str) -> RehomeRe
         return RehomeResult(0, 0)
     own = {topic(prefix, device_id, kind) for kind in SPOOLED_KINDS}
     rehomed = set_aside = 0
+    homes: set[str] = set()
     for row in spool.rows_outside(own):
+        homes.add(row.topic.rpartition("/")[0])
         outcome = _rehome_one(row, prefix, device_id)
         if isinstance(outcome, str):
             spool.dead_letter([row.id], f"set aside at start: {outcome}")
@@ -85,7 +87,7 @@ def rehome_spool(spool: DetectionSpool, prefix: str, device_id: str) -> RehomeRe
         log.warning(
             "spool %s held messages for %s: moved %d to %s/..., set %d aside as dead letters",
             spool.path,
-            old_home or "another device or prefix",
+            ", ".join(sorted(homes)[:3]) or old_home,
             rehomed,
             home,
             set_aside,

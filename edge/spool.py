@@ -95,7 +95,10 @@ def _is_corruption(exc: sqlite3.Error) -> bool:
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     """An open, checked spool database; SpoolCorruptError when the file is damaged."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:  # cannot open (permissions, a folder): nothing is damaged
+        raise SpoolError(f"spool {path}: {exc}") from exc
     try:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
         db.execute("PRAGMA journal_mode=WAL")
@@ -556,7 +559,8 @@ class DetectionSpool:
             if free < min_free_pages:
                 return 0
             try:
-                self._db.execute("PRAGMA incremental_vacuum").fetchall()
+                # executescript steps the pragma to the end (execute() frees one page per call)
+                self._db.executescript("PRAGMA incremental_vacuum;")
             except sqlite3.Error as exc:
                 raise SpoolError(f"spool {self.path}: incremental vacuum failed: {exc}") from exc
             return free - int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
