@@ -19,35 +19,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import SAMPLES, MqttCollector, agent_config, write_config
+from tests.support.fleet import PASSWORDS, IngestProcess, collector_for, secured_broker
 from trapline.cli.broker import MosquittoBroker
 from trapline.contracts import DetectionMessage, ImageInfo, ModelRef, SequenceSummary, StatusMessage, topic
 from trapline.edge.config import MqttConfig
 from trapline.edge.publisher import MqttPublisher, ReconnectBackoff
 from trapline.edge.spool import DetectionSpool, OutboundMessage
-
-PASSWORDS = {"trap-07": "trap-password", "collector": "collector-password"}
-
-
-def _secured_broker(folder: Path, device_topics: list[str]) -> MosquittoBroker:
-    """Mosquitto with passwords and an ACL: trap-07 may write only `device_topics`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    passwords = folder / "passwd"
-    passwords.touch(mode=0o600)
-    for user, password in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True)
-    acl = folder / "acl"
-    lines = ["user trap-07", *(f"topic write {t}" for t in device_topics), "user collector", "topic read #"]
-    acl.write_text("\n".join(lines) + "\n")
-    config = f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n"
-    return MosquittoBroker(folder / "broker", extra_config=config).start()
-
-
-def _collector(broker: MosquittoBroker) -> MqttCollector:
-    collector = MqttCollector(broker.port)
-    collector.client.username_pw_set("collector", PASSWORDS["collector"])
-    collector.client.reconnect()
-    assert collector.wait_for(lambda: collector.client.is_connected(), 10)
-    return collector
 
 
 def _run_agent(config: dict[str, Any], tmp_path: Path, name: str = "agent") -> subprocess.Popen[bytes]:
@@ -90,8 +67,9 @@ def _config(tmp_path: Path, port: int, protocol: int, source: dict[str, Any], **
 @pytest.mark.parametrize("protocol", [5, 311])
 def test_a_refused_topic_never_stops_the_rest(tmp_path: Path, protocol: int) -> None:
     allowed = [f"trapline/trap-07/{kind}" for kind in ("status", "detections", "heartbeat")]
-    broker = _secured_broker(tmp_path / "mq", allowed)  # sequences: not authorized
-    collector = _collector(broker)
+    broker = secured_broker(tmp_path / "mq", allowed)  # sequences: not authorized
+    collector = collector_for(broker)
+    ingest = IngestProcess(tmp_path / "server", broker.port)
     frames = 16
     source = {
         "type": "replay",
@@ -132,7 +110,14 @@ def test_a_refused_topic_never_stops_the_rest(tmp_path: Path, protocol: int) -> 
         assert states[-1] == "stopped"
         spool.close()
         assert len(ids) == frames
+        # and the server stored every one of them, once
+        stored = ingest.wait_for_frames(frames, 30)
+        assert sorted(stored) == sorted(ids)
+        received = len(collector.payloads("/detections"))
+        print(f"refused topic, MQTT {protocol}: {frames} frames, {received} received ({received - frames}"
+              f" duplicates), {len(stored)} stored, {spool.dead_letter_count} dead letters")  # fmt: skip
     finally:
+        ingest.stop()
         collector.close()
         broker.stop()
 
@@ -142,7 +127,7 @@ def test_a_broker_that_refuses_our_own_status_gets_nothing_and_is_retried_with_b
     tmp_path: Path,
 ) -> None:
     # the ACL is for another prefix: the trap may write none of its topics (a stale ACL)
-    broker = _secured_broker(tmp_path / "mq", ["fleet/trap-07/#"])
+    broker = secured_broker(tmp_path / "mq", ["fleet/trap-07/#"])
     frames = 6
     source = {"type": "replay", "files": [str(SAMPLES)], "count": frames}
     config = _config(tmp_path, broker.port, 5, source, backoff_max_s=60, stable_after_s=60)
@@ -198,8 +183,8 @@ def test_spooled_messages_of_a_renamed_trap_are_rehomed_not_lost(tmp_path: Path,
     """The trap was trap-06 (prefix `old`) while its spool filled; now it is trap-07 under the
     ACL for trap-07. Under 3.1.1 the old rows would be acked and silently dropped by the broker."""
     allowed = [f"trapline/trap-07/{kind}" for kind in ("status", "detections", "sequences", "heartbeat")]
-    broker = _secured_broker(tmp_path / "mq", allowed)
-    collector = _collector(broker)
+    broker = secured_broker(tmp_path / "mq", allowed)
+    collector = collector_for(broker)
     source = {"type": "replay", "files": [str(SAMPLES / "cougar-39858-0.jpg")], "count": 2}
     config = _config(tmp_path, broker.port, protocol, source)
     spool = DetectionSpool(Path(config["spool"]["path"]), max_bytes=1 << 30)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,35 @@ def test_a_spool_from_before_incremental_vacuum_is_converted(tmp_path: Path) -> 
     assert sqlite3.connect(path).execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     spool = DetectionSpool(path, max_bytes=1 << 20)
     assert spool._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
+def test_a_technician_can_list_and_requeue_dead_letters(tmp_path: Path) -> None:
+    spool_path = tmp_path / "spool.sqlite"
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"device_id: trap-07\nsource: {{type: folder, path: {tmp_path}}}\nspool: {{path: {spool_path}}}\n"
+    )
+    spool = DetectionSpool(spool_path, max_bytes=1 << 20)
+    spool.put([_msg(1), _msg(2)])
+    spool.dead_letter([m.id for m in spool.get_batch(0, 10)], "broker refused it: Not authorized (0x87)")
+    spool.close()
+
+    def edge(*args: str) -> str:
+        command = [
+            sys.executable,
+            "-m",
+            "trapline.cli",
+            "edge",
+            "dead-letters",
+            "--config",
+            str(config),
+            *args,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    listing = edge()
+    assert listing.count("trapline/t/detections\tbroker refused it: Not authorized (0x87)") == 2
+    assert "2 dead letter(s)" in listing
+    assert "2 dead letter(s) back in the queue" in edge("--requeue")
+    assert "0 dead letter(s)" in edge()
+    assert DetectionSpool(spool_path, max_bytes=1 << 20).depth == 2
