@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from trapline.edge.clock import clock_unsynced
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
+from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.pictures import crops, thumbnail
 from trapline.edge.publisher import MqttPublisher
@@ -124,6 +126,13 @@ class Agent:
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # the camera's static false positives (server: reviewers' "not an animal")
+        self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
+        # THE registration point for downlink commands: topic kind -> handler(payload bytes). The
+        # command dispatcher that subscribes to `<prefix>/<device>/cmd/#` routes each message here.
+        self.command_handlers: dict[TopicKind, Callable[[bytes], None]] = {
+            "cmd/ignore-regions": self.ignore_regions.handle,
+        }
         self.stop_event = threading.Event()
         self.died: list[str] = []  # worker threads found dead while running
         self._watchdog_s: float | None = None
@@ -158,8 +167,11 @@ class Agent:
             return
         result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
+        detections, demoted = self.ignore_regions.apply(image, result.detections)
+        if demoted:
+            log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
         saved_bursts = copy.deepcopy(self.bursts.state)
-        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
+        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, detections)
         frame_number = self._frame_counter + 1
         processed_at = utc_now()
         message = DetectionMessage(
@@ -178,7 +190,7 @@ class Agent:
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
-            detections=result.detections,
+            detections=detections,
             clock_unsynced=clock_unsynced(frame.captured_at, processed_at),
         )
         outgoing = [self._summary_message(closed)] if closed else []
@@ -192,7 +204,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, data, image, result.detections)
+            pictures = self._pictures(message.id, data, image, detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -213,7 +225,7 @@ class Agent:
         log.debug(
             "%s: %d detection(s) in %.1f ms",
             frame.name,
-            len(result.detections),
+            len(detections),
             result.inference_ms,
         )
 

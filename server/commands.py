@@ -103,6 +103,7 @@ def _token_create(args: argparse.Namespace) -> int:
 def _mqtt_auth(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from trapline.credentials import reveal
     from trapline.server.db import make_engine, session_factory
     from trapline.server.models import Device
     from trapline.server.security import mosquitto_acl, mosquitto_password_line
@@ -111,7 +112,7 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
     factory = session_factory(make_engine(settings.database_url))
     with factory() as session:
         lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
-    server_password = settings.mqtt_password or ""
+    server_password = reveal(settings.mqtt_password) or ""
     if settings.mqtt_username:
         lines.insert(0, mosquitto_password_line(settings.mqtt_username, server_password))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,23 +125,14 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    from trapline.bundle import verify_bundle
     from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import ModelVersion
+    from trapline.server.model_registry import register_bundle
 
     settings = _settings()
-    manifest = verify_bundle(args.bundle, settings.release_keyring)
     with transaction(session_factory(make_engine(settings.database_url))) as session:
-        session.add(
-            ModelVersion(
-                name=manifest.name,
-                version=manifest.version,
-                sha256=manifest.files[manifest.model_file],
-                metrics=manifest.metrics,
-                created_at=datetime.now(UTC),
-            )
-        )
-    print(f"registered {manifest.name} v{manifest.version}")
+        row = register_bundle(session, args.bundle, settings.release_keyring)
+        name, version = row.name, row.version
+    print(f"registered {name} v{version}")
     return 0
 
 
