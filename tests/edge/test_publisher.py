@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from trapline.cli.broker import MosquittoBroker
 from trapline.contracts import DetectionMessage, ImageInfo, ModelRef, SequenceSummary, StatusMessage, topic
 from trapline.edge.config import MqttConfig
 from trapline.edge.publisher import MqttPublisher, ReconnectBackoff
-from trapline.edge.spool import DetectionSpool, OutboundMessage
+from trapline.edge.spool import DetectionSpool, OutboundMessage, SpoolError
 
 
 def _run_agent(config: dict[str, Any], tmp_path: Path, name: str = "agent") -> subprocess.Popen[bytes]:
@@ -276,3 +277,46 @@ def test_commands_reach_a_subscribed_handler_on_the_link_thread(
     assert not _alive(publisher)
     statuses = [p["state"] for p in server.payloads("/status")]
     assert statuses[-1] == "stopped"
+
+
+def test_the_link_survives_spool_errors_and_delivers_everything_after(
+    tmp_path: Path, broker: MosquittoBroker, collector: MqttCollector
+) -> None:
+    spool = DetectionSpool(tmp_path / "spool.sqlite", max_bytes=1 << 20)
+    payloads = [_detection("trap-07", "abc123", n) for n in range(1, 21)]
+    spool.put([OutboundMessage("trapline/trap-07/detections", p) for p in payloads])
+    real_batch, real_ack = spool.get_batch, spool.ack
+    failures = {"batch": 3, "ack": 3}
+
+    def flaky_batch(after_id: int, limit: int) -> list[Any]:
+        if failures["batch"]:
+            failures["batch"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_batch(after_id, limit)
+
+    def flaky_ack(ids: Any) -> None:
+        if failures["ack"]:
+            failures["ack"] -= 1
+            raise SpoolError("database or disk is full")
+        real_ack(ids)
+
+    spool.get_batch = flaky_batch  # type: ignore[method-assign]
+    spool.ack = flaky_ack  # type: ignore[method-assign]
+
+    def status(state: str, timestamped: bool) -> bytes:
+        ts = datetime.now(UTC) if timestamped else None
+        return StatusMessage(state=state, ts=ts, agent_version="test").to_json()  # type: ignore[arg-type]
+
+    publisher = MqttPublisher(MqttConfig(host="127.0.0.1", port=broker.port), "trap-07", spool, status)
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while spool.depth and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert spool.depth == 0 and failures == {"batch": 0, "ack": 0}
+        assert _alive(publisher)
+    finally:
+        publisher.stop()
+        spool.close()
+    ids = {p["id"] for p in collector.payloads("/detections")}
+    assert ids == {f"trap-07:abc123:{n:09d}" for n in range(1, 21)}
