@@ -274,7 +274,7 @@ class Heartbeat(_Message):
     dead_letters: ByteCount | None = None
     # spooled messages moved to this trap's current topics after its device id or prefix changed
     rehomed: ByteCount | None = None
-    # corrupt spool files moved aside (and replaced by a fresh spool) on this trap, ever
+    # damaged spools moved aside (each replaced by a fresh one) and still kept beside the spool
     spool_resets: ByteCount | None = None
 
 
