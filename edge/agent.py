@@ -8,12 +8,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from trapline import model_source
 from trapline.bundle import BundleError
@@ -22,6 +22,7 @@ from trapline.contracts import (
     DetectionMessage,
     DeviceState,
     Heartbeat,
+    IgnoreRegionsCommand,
     ImageInfo,
     SequenceSummary,
     StatusMessage,
@@ -35,9 +36,11 @@ from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.clock import clock_unsynced
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
+from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import crops, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
@@ -99,7 +102,9 @@ class Agent:
         self.counters = AgentCounters()
         self.started = time.monotonic()
         self.last_error: str | None = None
-        self.detector = load_detector(config, self.counters)
+        # the active model slot if an update installed one, else the configured model
+        self.updates = ModelUpdates(config, __version__)
+        self.detector = self.updates.boot(lambda: load_detector(config, self.counters))
         self.spool = DetectionSpool(
             config.spool.path,
             config.spool.max_bytes,
@@ -128,11 +133,20 @@ class Agent:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
         # the camera's static false positives (server: reviewers' "not an animal")
         self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
-        # THE registration point for downlink commands: topic kind -> handler(payload bytes). The
-        # command dispatcher that subscribes to `<prefix>/<device>/cmd/#` routes each message here.
-        self.command_handlers: dict[TopicKind, Callable[[bytes], None]] = {
-            "cmd/ignore-regions": self.ignore_regions.handle,
+        # THE registration point for downlink commands: topic kind -> handler. The dispatcher
+        # (edge/downlink.py) receives `<prefix>/<device>/cmd/#`, validates each command against the
+        # contract and calls its handler with it (None: the server cleared a retained command);
+        # what it cannot use is reported on `ota`.
+        self.command_handlers: dict[TopicKind, CommandHandler] = {
+            "cmd/ignore-regions": self._ignore_regions_command,
+            **self.updates.handlers(),  # cmd/model
         }
+        self.downlink = Downlink(
+            MqttCommandLink(config.mqtt, config.device_id),
+            CommandDispatcher(
+                config.mqtt.prefix, config.device_id, self.command_handlers, self.updates.command_error
+            ),
+        )
         self.stop_event = threading.Event()
         self.died: list[str] = []  # worker threads found dead while running
         self._watchdog_s: float | None = None
@@ -285,6 +299,26 @@ class Agent:
             self.counters.spool_errors += 1
             log.error("could not spool summary of %s: %s", summary.sequence_id, exc)
 
+    def _ignore_regions_command(self, command: BaseModel | None) -> None:
+        if command is None:
+            log.info("the server cleared cmd/ignore-regions; keeping the remembered regions")
+            return
+        if not isinstance(command, IgnoreRegionsCommand):
+            raise TypeError(f"expected an IgnoreRegionsCommand, got {type(command).__name__}")
+        self.ignore_regions.handle(command.to_json())
+
+    # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
+    def spool_ota(self, payload: bytes) -> None:
+        self.spool.put([OutboundMessage(self._topic("ota"), payload)])
+        self.publisher.notify()
+
+    def frame_times(self) -> tuple[int, list[float]]:
+        return self.counters.frames_processed, list(self.frame_ms)
+
+    def model_switched(self) -> None:
+        self.bursts.categories = self.detector.info.category_names
+        self.publisher.publish_now("status", self._status("online", True))
+
     # --- timed work -----------------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -308,13 +342,16 @@ class Agent:
         Returns 1 when a worker thread died (the watchdog is no longer fed), else 0."""
         self.publisher.start()
         self.uploader.start()
+        self.updates.start(self)
+        self.downlink.start()
         sd_notify("READY=1")
         self._watchdog_s = watchdog_interval_s()
         exhausted = False
         try:
             for frame in self.source.frames(self.stop_event, self.spool.is_processed):
                 if frame is not None:
-                    self.process(frame)
+                    with self.updates.model_lock:  # a model switch waits for the frame in progress
+                        self.process(frame)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
                 if not self._timed_work():
                     break
@@ -329,6 +366,8 @@ class Agent:
                 )
                 self._wait_drained(drain_timeout_s)
             sd_notify("STOPPING=1")
+            self.downlink.stop()
+            self.updates.stop()
             self.uploader.stop()
             self.publisher.stop("stopped")
             self.spool.close()
@@ -365,6 +404,10 @@ class Agent:
         dead = [] if self.publisher.alive else ["mqtt"]
         if self.uploader.enabled and not self.uploader.alive:
             dead.append("uploader")
+        if not self.updates.alive:
+            dead.append("model-updates")
+        if not self.downlink.alive:
+            dead.append("command link")
         return dead
 
     def _feed_watchdog(self, watchdog_s: float | None) -> bool:

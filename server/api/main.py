@@ -19,6 +19,7 @@ from trapline.server.api.routes import (
     learning,
     media,
     models,
+    ota,
     session,
     stats,
 )
@@ -52,6 +53,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        ota,
         learning,
         stats,
     ):
