@@ -74,7 +74,6 @@ _FINAL_STATUS_WAIT_S = 5.0
 
 # (state, with a timestamp) -> status payload; the Last Will has none (see StatusMessage)
 StatusPayload = Callable[[DeviceState, bool], bytes]
-MessageHandler = Callable[[str, bytes], None]
 
 
 class ReconnectBackoff:
@@ -131,7 +130,6 @@ class MqttPublisher:
         self._ready_since: float | None = None
         self._auth_blocked_until = 0.0
         self._last_error_log = 0.0
-        self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
         # shared with other threads
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -180,7 +178,6 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        client.on_message = self._on_message
         if v5:
             connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             # a session that outlives short outages: the Will's delay needs one, and commands
@@ -216,8 +213,6 @@ class MqttPublisher:
         state: DeviceState = self._final_state if self._goodbye_only else "online"
         info = client.publish(self._status_topic, self._status_payload(state, True), qos=1, retain=True)
         self._status_mid = info.mid
-        for topic_filter, (qos, _handler) in self._subscriptions.items():
-            client.subscribe(topic_filter, qos)
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
@@ -250,14 +245,6 @@ class MqttPublisher:
                     self._ready.set()
             return
         self._puback.append((mid, reason))
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        for topic_filter, (_qos, handler) in self._subscriptions.items():
-            if mqtt.topic_matches_sub(topic_filter, message.topic):
-                try:
-                    handler(message.topic, bytes(message.payload))
-                except Exception:  # one bad command must not end the link
-                    log.exception("handler for %s failed", message.topic)
 
     # --- the mqtt thread -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -481,13 +468,6 @@ class MqttPublisher:
 
     def notify(self) -> None:
         """New messages are in the spool. Nothing to do: the mqtt thread looks every 0.1 s."""
-
-    def subscribe(self, topic_filter: str, qos: int, handler: MessageHandler) -> None:
-        """Call `handler(topic, payload)` on the mqtt thread for messages on `topic_filter`
-        (subscribed on every connect). Register before `start`; handlers must return quickly."""
-        if self._thread.is_alive():
-            raise RuntimeError("subscribe before start")
-        self._subscriptions[topic_filter] = (qos, handler)
 
     @property
     def connected(self) -> bool:

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import SAMPLES, MqttCollector, agent_config, write_config
 from tests.support.fleet import PASSWORDS, IngestProcess, collector_for, secured_broker
 from trapline.cli.broker import MosquittoBroker
-from trapline.contracts import DetectionMessage, ImageInfo, ModelRef, SequenceSummary, StatusMessage, topic
+from trapline.contracts import DetectionMessage, ImageInfo, ModelRef, SequenceSummary, StatusMessage
 from trapline.edge.config import MqttConfig
 from trapline.edge.publisher import MqttPublisher, ReconnectBackoff
 from trapline.edge.spool import DetectionSpool, OutboundMessage, SpoolError
@@ -237,46 +237,6 @@ def test_backoff_doubles_after_quick_disconnects_and_resets_only_after_a_stable_
 
 def _alive(publisher: MqttPublisher) -> bool:
     return publisher.alive
-
-
-def test_commands_reach_a_subscribed_handler_on_the_link_thread(
-    tmp_path: Path, broker: MosquittoBroker
-) -> None:
-    spool = DetectionSpool(tmp_path / "spool.sqlite", max_bytes=1 << 20)
-    received: list[tuple[str, bytes]] = []
-
-    def status(state: str, timestamped: bool) -> bytes:
-        ts = datetime.now(UTC) if timestamped else None
-        return StatusMessage(state=state, ts=ts, agent_version="test").to_json()  # type: ignore[arg-type]
-
-    config = MqttConfig(host="127.0.0.1", port=broker.port)
-    publisher = MqttPublisher(config, "trap-07", spool, status)
-    publisher.subscribe(topic("trapline", "trap-07", "cmd/model"), 1, lambda t, p: received.append((t, p)))
-
-    def broken(_topic: str, payload: bytes) -> None:
-        json.loads(payload)["version"]  # a malformed command: KeyError
-
-    publisher.subscribe("trapline/trap-07/cmd/broken", 1, broken)
-    publisher.start()
-    server = MqttCollector(broker.port, client_id="server")
-    try:
-        deadline = time.monotonic() + 10
-        while not publisher.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert publisher.connected
-        time.sleep(0.3)  # the subscription follows the connect
-        server.client.publish("trapline/trap-07/cmd/broken", b"{}", qos=1).wait_for_publish(5)
-        server.client.publish("trapline/trap-07/cmd/model", b'{"version": "2"}', qos=1).wait_for_publish(5)
-        assert server.wait_for(lambda: len(received) == 1, 10)
-        assert received == [("trapline/trap-07/cmd/model", b'{"version": "2"}')]
-        assert _alive(publisher)  # a handler that raised did not end the link
-    finally:
-        publisher.stop()
-        server.close()
-        spool.close()
-    assert not _alive(publisher)
-    statuses = [p["state"] for p in server.payloads("/status")]
-    assert statuses[-1] == "stopped"
 
 
 def test_the_link_survives_spool_errors_and_delivers_everything_after(
