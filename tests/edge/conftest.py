@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fleet import reap
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_outlives_its_test() -> Iterator[None]:
+    yield
+    reap()
+
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

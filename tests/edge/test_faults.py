@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SAMPLES, MqttCollector, agent_config, start_agent, write_config
-from tests.support.fleet import IngestProcess, collector_for
+from tests.support.fleet import IngestProcess, collector_for, track
 from trapline.cli.broker import MosquittoBroker
 from trapline.edge.spool import DetectionSpool, corrupt_spools
 
@@ -28,6 +28,10 @@ pytestmark = pytest.mark.slow
 
 # the broker a fleet needs to survive its own kill -9: its state saved after every change
 DURABLE_BROKER = "autosave_on_changes true\nautosave_interval 1\n"
+
+
+def _start(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    return track(start_agent(config_path, log_path))
 
 
 def _finish(agent: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
@@ -82,12 +86,12 @@ def test_kill_minus_nine_of_the_agent_mid_stream(tmp_path: Path, durable_broker:
     config = _streaming(tmp_path, durable_broker.port, frames)
     config_path = write_config(tmp_path, config)
     try:
-        agent = start_agent(config_path, tmp_path / "agent1.log")
+        agent = _start(config_path, tmp_path / "agent1.log")
         assert collector.wait_for(lambda: len(set(_ids(collector))) >= 8, 120)
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         killed_at = len(set(_ids(collector)))
-        second = start_agent(config_path, tmp_path / "agent2.log")
+        second = _start(config_path, tmp_path / "agent2.log")
         _finish(second, tmp_path / "agent2.log", 180)
         expected = _expected(config, frames)
         assert collector.wait_for(lambda: set(_ids(collector)) == expected, 30)
@@ -106,7 +110,7 @@ def test_kill_minus_nine_of_the_broker_mid_stream(tmp_path: Path, durable_broker
     frames = 30
     config = _streaming(tmp_path, durable_broker.port, frames)
     try:
-        agent = start_agent(write_config(tmp_path, config), tmp_path / "agent.log")
+        agent = _start(write_config(tmp_path, config), tmp_path / "agent.log")
         assert collector.wait_for(lambda: len(set(_ids(collector))) >= 8, 120)
         durable_broker.kill()
         killed_at = len(set(_ids(collector)))
@@ -159,7 +163,7 @@ def test_a_damaged_spool_is_replaced_and_every_picture_still_arrives(
     config_path = write_config(tmp_path, config)
     spool_path = Path(config["spool"]["path"])
     broker.stop()  # offline: every result waits in the spool
-    agent = start_agent(config_path, tmp_path / "agent1.log")
+    agent = _start(config_path, tmp_path / "agent1.log")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -179,7 +183,7 @@ def test_a_damaged_spool_is_replaced_and_every_picture_still_arrives(
     collector = collector_for(broker, secured=False)
     ingest = IngestProcess(tmp_path / "server", broker.port, secured=False)
     try:
-        again = start_agent(config_path, tmp_path / "agent2.log")
+        again = _start(config_path, tmp_path / "agent2.log")
         assert collector.wait_for(lambda: len(_files(collector)) == pictures, 120), (
             tmp_path / "agent2.log"
         ).read_text()[-3000:]
@@ -222,7 +226,7 @@ def test_a_full_disk_loses_no_picture_and_processes_none_twice(
     config = agent_config(tmp_path, broker.port, source)
     config["spool"] = {"path": str(small_disk / "spool.sqlite")}
     log_path = tmp_path / "agent.log"
-    agent = start_agent(write_config(tmp_path, config), log_path)
+    agent = _start(write_config(tmp_path, config), log_path)
     try:
         assert collector.wait_for(lambda: len(_files(collector)) == 4, 120), log_path.read_text()[-3000:]
         _fill(small_disk / "filler")  # something else filled the card

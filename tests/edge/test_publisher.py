@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SAMPLES, MqttCollector, agent_config, write_config
-from tests.support.fleet import PASSWORDS, IngestProcess, collector_for, secured_broker
+from tests.support.fleet import PASSWORDS, IngestProcess, collector_for, secured_broker, track
 from trapline.cli.broker import MosquittoBroker
 from trapline.contracts import DetectionMessage, ImageInfo, ModelRef, SequenceSummary, StatusMessage
 from trapline.edge.config import MqttConfig
@@ -31,19 +31,21 @@ from trapline.edge.spool import DetectionSpool, OutboundMessage, SpoolError
 def _run_agent(config: dict[str, Any], tmp_path: Path, name: str = "agent") -> subprocess.Popen[bytes]:
     log_path = tmp_path / f"{name}.log"
     with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "trapline.cli",
-                "edge",
-                "run",
-                "--config",
-                str(write_config(tmp_path, config)),
-            ],
-            stdout=log_file,
-            stderr=log_file,
-            env={**os.environ, "TRAPLINE_MQTT_PASSWORD": PASSWORDS["trap-07"], "PYTHONUNBUFFERED": "1"},
+        return track(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "trapline.cli",
+                    "edge",
+                    "run",
+                    "--config",
+                    str(write_config(tmp_path, config)),
+                ],
+                stdout=log_file,
+                stderr=log_file,
+                env={**os.environ, "TRAPLINE_MQTT_PASSWORD": PASSWORDS["trap-07"], "PYTHONUNBUFFERED": "1"},
+            )
         )
 
 

@@ -9,10 +9,32 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import MqttCollector
 from trapline.cli.broker import MosquittoBroker
+
+_cleanups: list[Callable[[], None]] = []
+
+
+def track(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Remember a process this test started, so `reap` ends it if the test fails on the way."""
+
+    def end() -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    _cleanups.append(end)
+    return process
+
+
+def reap() -> None:
+    """End what the test started and left running (after a failure); newest first."""
+    while _cleanups:
+        _cleanups.pop()()
+
 
 PASSWORDS = {"trap-07": "trap-password", "collector": "collector-password", "ingest": "ingest-password"}
 
@@ -30,7 +52,9 @@ def secured_broker(folder: Path, device_topics: list[str], extra_config: str = "
     lines += ["user collector", "topic read #", "user ingest", "topic read #"]
     acl.write_text("\n".join(lines) + "\n")
     config = f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n{extra_config}"
-    return MosquittoBroker(folder / "broker", extra_config=config).start()
+    broker = MosquittoBroker(folder / "broker", extra_config=config).start()
+    _cleanups.append(broker.stop)
+    return broker
 
 
 def collector_for(broker: MosquittoBroker, secured: bool = True) -> MqttCollector:
@@ -74,6 +98,7 @@ class IngestProcess:
                 stderr=log_file,
                 env=env,
             )
+        _cleanups.append(self.stop)
         deadline = time.monotonic() + 60
         while "subscribed" not in self.log_path.read_text():
             if time.monotonic() > deadline or self.process.poll() is not None:
