@@ -14,10 +14,22 @@ python3 -m venv --system-site-packages /opt/trapline/venv  # picamera2 comes fro
 install -m 0644 "${here}/README.md" /opt/trapline/README.md
 install -m 0640 -g trapline "$config" /etc/trapline/agent.yaml
 if [ ! -f /etc/trapline/mqtt-password ]; then
-  echo "write the trap's MQTT password to /etc/trapline/mqtt-password (mode 0600), then restart" >&2
   install -m 0600 /dev/null /etc/trapline/mqtt-password
 fi
 install -m 0644 "${here}/systemd/trapline-edge.service" /etc/systemd/system/trapline-edge.service
 systemctl daemon-reload
-systemctl enable --now trapline-edge.service
+# enabled now; it starts (now and at every boot) only once the password file is not empty: started
+# without one, the broker refuses the trap and the agent waits 15 minutes before it tries again
+systemctl enable trapline-edge.service
 /opt/trapline/venv/bin/trapline edge check --config /etc/trapline/agent.yaml
+if [ -s /etc/trapline/mqtt-password ]; then
+  systemctl restart trapline-edge.service
+  echo "trapline-edge is running: systemctl status trapline-edge"
+else
+  cat >&2 <<'EOF'
+trapline-edge is installed but NOT started: /etc/trapline/mqtt-password is empty.
+Write the trap's MQTT password, then start the agent:
+  sudo sh -c 'printf %s "PASSWORD" > /etc/trapline/mqtt-password'
+  sudo systemctl start trapline-edge
+EOF
+fi
