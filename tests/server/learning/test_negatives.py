@@ -4,6 +4,7 @@ real agent's command link hands it to its memory, and the next picture of that s
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.conftest import CAMTRAP, MqttCollector
+from tests.conftest import CAMTRAP
 from tests.server.clustering.conftest import Fleet
 from trapline.cli.broker import MosquittoBroker
 from trapline.contracts import IgnoreRegionsCommand, parse_payload
@@ -35,13 +36,14 @@ DEVICES = {"trap-jaguar": "pw-jaguar", "trap-buow": "pw-buow"}
 
 
 class Trap:
-    """A trap's MQTT session with its own credentials, subscribed to `topics`."""
+    """An MQTT session with a trap's (or the server's) credentials, subscribed to `topics` once
+    the constructor returns."""
 
     def __init__(self, port: int, user: str, topics: list[str]) -> None:
         self.received: list[tuple[str, bytes, bool]] = []
         self.granted: list[Any] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{user}", protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(user, DEVICES[user])
+        self.client.username_pw_set(user, {**DEVICES, "learning": "pw-learning"}[user])
         self.client.on_message = lambda _c, _u, m: self.received.append(
             (m.topic, bytes(m.payload), bool(m.retain))
         )
@@ -144,20 +146,22 @@ def test_the_trap_demotes_the_box_once_the_command_arrives(
         "spool": {"path": str(tmp_path / "trap" / "spool.sqlite")},
         "quarantine_dir": str(tmp_path / "trap" / "quarantine"),
     })  # fmt: skip
-    collector = MqttCollector(broker.port, "trapline/trap-jaguar/detections", client_id="learning-test")
-    collector.client.username_pw_set("learning", "pw-learning")
-    collector.client.reconnect()
+    collector = Trap(broker.port, "learning", ["trapline/trap-jaguar/detections"])
     try:
         agent = Agent(config)
         assert agent.ignore_regions.command is None  # a trap that never heard of the stump
         assert agent.run(drain_timeout_s=20) == 0
-        assert collector.wait_for(lambda: len(collector.payloads("/detections")) == 2, 10)
+        deadline = time.monotonic() + 10
+        while len(collector.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         collector.close()
+    messages = [json.loads(payload) for _, payload, _ in collector.received]
+    assert len(messages) == 2
     # the command came through the agent's own command link, the memory kept it on disk
     remembered = IgnoreRegionMemory(tmp_path / "trap" / "ignore-regions.json").command
     assert remembered is not None and [r.bbox for r in remembered.regions] == [(box.x, box.y, box.w, box.h)]
     # the retained command arrives within a second of connecting: the second picture is quiet
-    last = collector.payloads("/detections")[-1]
+    last = messages[-1]
     assert not any(iou(tuple(d["bbox"]), (box.x, box.y, box.w, box.h)) >= 0.5 for d in last["detections"])
     assert agent.ignore_regions.demoted >= 1
