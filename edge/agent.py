@@ -34,7 +34,7 @@ from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.imaging import BadImageError, decode_image, is_night
-from trapline.edge.pictures import crops, thumbnail
+from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
 from trapline.edge.sources import Frame, FrameSource, make_source
@@ -201,6 +201,10 @@ class Agent:
         mode = self.config.upload.mode
         if mode == "none" or not detections:
             return []
+        if self.config.privacy.blur_people and any(d.category == "person" for d in detections):
+            # the site's rule: nothing identifiable leaves the trap, the full frame included
+            image = blur_boxes(image, detections)
+            data = encode_jpeg(image)
         blobs: list[tuple[str, bytes]] = [
             ("crop", c) for c in crops(image, detections, self.config.upload.crop_margin)
         ]

@@ -1,7 +1,9 @@
 """The agent's configuration: one YAML file, validated strictly, with secrets kept out of it.
 
-The MQTT password comes from the environment (`TRAPLINE_MQTT_PASSWORD`) or a systemd credential
-(`$CREDENTIALS_DIRECTORY/mqtt-password`), never from the file.
+The MQTT password and the upload token come from the environment (`TRAPLINE_MQTT_PASSWORD`,
+`TRAPLINE_UPLOAD_TOKEN`), a file the config names (`mqtt.password_file`, `upload.token_file`:
+what `trapline provision` writes, mode 0600, so the agent starts the same by hand as under
+systemd), or a systemd credential (`$CREDENTIALS_DIRECTORY/mqtt-password`), never from the file.
 """
 
 from __future__ import annotations
@@ -31,10 +33,18 @@ PACKAGED_KEYRING = PACKAGED_MODELS / "keyring"
 PACKAGED_SAMPLES = Path(__file__).parent / "samples"
 
 
-def secret(env_name: str, credential_name: str) -> str | None:
-    """A secret from the environment, else from a systemd credential (LoadCredential=)."""
+def secret(env_name: str, credential_name: str, file: Path | None = None) -> str | None:
+    """A secret from the environment, else the file the config names, else a systemd credential
+    (LoadCredential=). A named file that cannot be read is a ConfigError (the agent stops at start
+    with a clear message rather than failing at its first connection)."""
     if value := os.environ.get(env_name):
         return value
+    if file is not None:
+        try:
+            # the newline `echo secret > file` leaves is not part of the secret
+            return file.read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {env_name} from {file}: {exc}") from exc
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / credential_name).is_file():
         return (Path(credentials) / credential_name).read_text().strip()
@@ -91,6 +101,9 @@ class MqttConfig(_Section):
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 for TLS)")
     prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[^#+]+$", description="topic prefix")
     username: str | None = Field(None, description="user name; password from the environment")
+    password_file: Path | None = Field(
+        None, description="file holding the MQTT password (mode 0600); or TRAPLINE_MQTT_PASSWORD"
+    )
     client_id: str | None = Field(None, description="MQTT client id (default trapline-<device>)")
     protocol: Literal[5, 311] = Field(5, description="MQTT protocol version")
     keepalive_s: int = Field(60, ge=5, description="keepalive interval")
@@ -107,7 +120,7 @@ class MqttConfig(_Section):
         return self
 
     def password(self) -> str | None:
-        return secret(PASSWORD_ENV, PASSWORD_CREDENTIAL)
+        return secret(PASSWORD_ENV, PASSWORD_CREDENTIAL, self.password_file)
 
 
 class SpoolConfig(_Section):
@@ -134,6 +147,9 @@ class UploadConfig(_Section):
     thumbnail_px: int = Field(640, ge=64, description="longest side of a thumbnail")
     crop_margin: float = Field(0.15, ge=0, le=1, description="context around a crop, share of the box")
     backoff_max_s: float = Field(300, gt=0, description="longest wait between failed uploads")
+    token_file: Path | None = Field(
+        None, description="file holding the upload token (mode 0600); or TRAPLINE_UPLOAD_TOKEN"
+    )
 
     @model_validator(mode="after")
     def _needs_url(self) -> UploadConfig:
@@ -142,7 +158,31 @@ class UploadConfig(_Section):
         return self
 
     def token(self) -> str | None:
-        return secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL)
+        return secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL, self.token_file)
+
+
+class PrivacyConfig(_Section):
+    blur_people: bool = Field(
+        False,
+        description="blur every `person` box before a picture is written for upload (a site's rule:"
+        " no identifiable person leaves the trap)",
+    )
+
+
+class SceneConfig(_Section):
+    reference: Path | None = Field(
+        None, description="photo of the scene as set up (provisioning takes it); None: no tamper check"
+    )
+    check_interval_s: float = Field(1800, ge=10, description="compare a daytime frame this often")
+    shifted_below: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="share of the reference's features still in place under which the view moved",
+    )
+    blocked_below: float = Field(
+        0.25, ge=0, le=1, description="detail left (vs the reference) under which the view is blocked"
+    )
 
 
 class BurstConfig(_Section):
@@ -157,6 +197,8 @@ class AgentConfig(_Section):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    scene: SceneConfig = Field(default_factory=SceneConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )
@@ -183,6 +225,10 @@ def load_config(path: Path) -> AgentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of settings")
     try:
-        return AgentConfig.model_validate(raw)
+        config = AgentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid config {path}:\n{_describe(exc)}") from exc
+    # a secret file the config names must be readable now, not at the first connection
+    config.mqtt.password()
+    config.upload.token()
+    return config

@@ -12,6 +12,7 @@ from trapline.server.api.routes import (
     deployments,
     detections,
     devices,
+    enrolment,
     exports,
     inference,
     jobs,
@@ -19,6 +20,7 @@ from trapline.server.api.routes import (
     media,
     models,
     session,
+    sites,
 )
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory
@@ -50,6 +52,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        enrolment,
+        sites,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

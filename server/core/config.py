@@ -45,6 +45,37 @@ class ServerSettings(BaseSettings):
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
     )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+    # --- fleet operations: what enrolment hands a new trap, and the broker's credentials ---------
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the server's address as traps reach it (uploads); default: the enrolment request's",
+    )
+    trap_mqtt_host: str | None = Field(
+        None, description="the broker's host as traps reach it (default mqtt_host)"
+    )
+    trap_mqtt_port: int | None = Field(
+        None, ge=1, le=65535, description="its port for traps (default mqtt_port)"
+    )
+    trap_mqtt_tls: bool = Field(
+        False, description="traps connect with TLS (port 8883 in the Mosquitto template)"
+    )
+    trap_mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate handed to traps at enrolment (a private CA); omit for a public one"
+    )
+    enrolment_token_hours: float = Field(
+        72, gt=0, le=24 * 90, description="an enrolment token expires this long after it was issued"
+    )
+    mosquitto_auth_dir: Path | None = Field(
+        None,
+        description="where the server keeps Mosquitto's password file and ACL up to date (passwd, acl);"
+        " None: run `trapline server mqtt-auth` by hand",
+    )
+    mosquitto_pid_file: Path | None = Field(
+        None,
+        description="Mosquitto's pid file: the server sends it SIGHUP after changing credentials (same"
+        " user only; under systemd the trapline-mosquitto-reload.path unit reloads instead)",
+    )
 
     @property
     def media_dir(self) -> Path:
