@@ -53,7 +53,7 @@ def _write(path: Path, text: str) -> None:
     if gid is not None:
         try:
             os.chown(path, -1, gid)
-        except PermissionError:  # not in the group: the broker runs as us (tests, one-user setups)
+        except OSError:  # not ours to give (a setgid folder does it), or the broker runs as us (tests)
             log.debug("cannot give %s to group %s", path, BROKER_GROUP)
 
 

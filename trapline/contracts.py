@@ -228,8 +228,23 @@ class StatusMessage(_Message):
     model: ModelRef | None = None
 
 
+ViewState = Literal["ok", "shifted", "blocked"]
+
+
+class ViewCheck(_Message):
+    """The last comparison of a daytime frame with the scene's reference photo (tamper, drift)."""
+
+    state: ViewState
+    features_in_place: UnitFloat  # share of the reference's features found where they were
+    detail: UnitFloat  # the frame's edge energy against the reference's (a covered lens: near 0)
+    checked_at: Timestamp
+
+
 class Heartbeat(_Message):
-    """QoS 0 on `<prefix>/<device>/heartbeat`: how the trap is doing."""
+    """QoS 0 on `<prefix>/<device>/heartbeat`: how the trap is doing.
+
+    `view` was added later: a trap leaves it out until it has compared a frame with its reference
+    photo, so a heartbeat without it still reads as before."""
 
     schema_: Literal["trapline.heartbeat/1"] = Field(HEARTBEAT_SCHEMA, alias="schema")
     ts: Timestamp
@@ -242,6 +257,12 @@ class Heartbeat(_Message):
     disk_free_bytes: ByteCount | None = None
     cpu_temp_c: FiniteFloat | None = Field(None, ge=-100, le=200)
     last_error: Text | None = Field(None, max_length=REASON_MAX)
+    view: ViewCheck | None = None
+
+    def to_json(self) -> bytes:
+        # no `view` key at all until there is one: servers older than the field still accept it
+        exclude = {"view"} if self.view is None else None
+        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
 
 OtaStage = Literal["downloading", "verifying", "installed", "failed", "rolled_back"]
