@@ -24,6 +24,7 @@ from trapline.contracts import (
     SequenceSummary,
     StatusMessage,
     TopicKind,
+    ViewCheck,
     topic,
     utc_now,
 )
@@ -31,12 +32,14 @@ from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
+from trapline.edge.deployment import DeploymentReporter
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
+from trapline.edge.scene import SceneReference
 from trapline.edge.sources import Frame, FrameSource, make_source
 from trapline.edge.spool import (
     PRIORITY_EMPTY_FRAME,
@@ -112,6 +115,48 @@ class Agent:
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
         self.last_inference_ms = 0.0
+        self.scene = self._load_scene()
+        self.view: ViewCheck | None = None
+        self._next_scene_check = 0.0
+        self.deployment_reporter = self._deployment_reporter()
+
+    def _load_scene(self) -> SceneReference | None:
+        scene = self.config.scene
+        if scene.reference is None:
+            return None
+        try:
+            reference = decode_image(scene.reference.read_bytes(), self.config.max_image_pixels)
+        except (OSError, BadImageError) as exc:
+            log.error("no tamper check: cannot read the reference photo %s (%s)", scene.reference, exc)
+            return None
+        return SceneReference(reference, scene.shifted_below, scene.blocked_below)
+
+    def _deployment_reporter(self) -> DeploymentReporter | None:
+        record, url, token = self.config.deployment_file, self.config.upload.url, self.config.upload.token()
+        if record is None or not url or not token:
+            return None
+        return DeploymentReporter(url, token, record, self.config.scene.reference)
+
+    def _check_scene(self, image: np.ndarray, night: bool) -> None:
+        """Now and then, a daytime frame against the reference photo (tamper, drift)."""
+        now = time.monotonic()
+        if self.scene is None or night or now < self._next_scene_check:
+            return
+        self._next_scene_check = now + self.config.scene.check_interval_s
+        result = self.scene.compare(image)
+        self.view = ViewCheck(
+            state=result.state,
+            features_in_place=result.features_in_place,
+            detail=result.detail,
+            checked_at=utc_now(),
+        )
+        if result.state != "ok":
+            log.warning(
+                "the camera's view is %s (features in place %.2f, detail %.2f): check the trap",
+                result.state,
+                result.features_in_place,
+                result.detail,
+            )
 
     def _topic(self, kind: TopicKind) -> str:
         return topic(self.config.mqtt.prefix, self.config.device_id, kind)
@@ -137,6 +182,8 @@ class Agent:
             return
         result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
+        night = is_night(image)
+        self._check_scene(image, night)
         saved_bursts = copy.deepcopy(self.bursts.state)
         sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
         frame_number = self._frame_counter + 1
@@ -152,7 +199,7 @@ class Agent:
                 sha256=hashlib.sha256(data).hexdigest(),
                 width=image.shape[1],
                 height=image.shape[0],
-                night=is_night(image),
+                night=night,
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
@@ -263,12 +310,15 @@ class Agent:
             disk_free_bytes=disk_free_bytes(self.config.spool.path.parent),
             cpu_temp_c=cpu_temp_c(),
             last_error=(self.last_error or self.publisher.last_error or None),
+            view=self.view,
         )
 
     def run(self, drain_timeout_s: float = float("inf")) -> int:
         """Process frames until stopped or the source is exhausted; then drain the spool."""
         self.publisher.start()
         self.uploader.start()
+        if self.deployment_reporter is not None:
+            self.deployment_reporter.start()
         sd_notify("READY=1")
         watchdog_s = watchdog_interval_s()
         next_heartbeat = next_watchdog = 0.0
@@ -296,6 +346,8 @@ class Agent:
                 )
                 self._wait_drained(drain_timeout_s, watchdog_s)
             sd_notify("STOPPING=1")
+            if self.deployment_reporter is not None:
+                self.deployment_reporter.stop()
             self.uploader.stop()
             self.publisher.stop("stopped")
             self.spool.close()

@@ -202,6 +202,10 @@ class AgentConfig(_Section):
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )
+    deployment_file: Path | None = Field(
+        None,
+        description="the deployment record `trapline provision` wrote; sent to the server until it has it",
+    )
     heartbeat_interval_s: float = Field(60.0, gt=0, description="seconds between heartbeats")
     max_image_pixels: int = Field(60_000_000, gt=0, description="larger pictures are refused before decoding")
 

@@ -70,7 +70,7 @@ class SceneReference:
     def __init__(self, image: np.ndarray, shifted_below: float = 0.35, blocked_below: float = 0.25) -> None:
         self.shifted_below = shifted_below
         self.blocked_below = blocked_below
-        self._orb = cv2.ORB_create(nfeatures=500)
+        self._orb = cv2.ORB.create(nfeatures=500)
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         small = _small(image)
         self._detail = max(_detail(small), 1e-6)
@@ -108,8 +108,8 @@ class SceneReference:
         ]
         if len(good) < MIN_MATCHES:
             return 0.0, True
-        src = np.float32([self._points[m.queryIdx].pt for m in good])
-        dst = np.float32([points[m.trainIdx].pt for m in good])
+        src = np.array([self._points[m.queryIdx].pt for m in good], dtype=np.float32)
+        dst = np.array([points[m.trainIdx].pt for m in good], dtype=np.float32)
         transform, inliers = cv2.estimateAffinePartial2D(
             src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0
         )
