@@ -9,8 +9,8 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
@@ -34,7 +34,7 @@ def _register(client: TestClient, *ids: str, site: str | None = None) -> dict[st
     return {row["device_id"]: row["enrolment_token"] for row in answer.json()}
 
 
-def _enrol(client: TestClient, device: str, token: str, **extra: object) -> httpx.Response:
+def _enrol(client: TestClient, device: str, token: str, **extra: object) -> Any:
     return client.post(ENROL_PATH, json={"token": token, "device_id": device, "agent_version": "t", **extra})
 
 
@@ -57,7 +57,8 @@ def test_a_token_enrols_once_and_only_its_device(fleet_client: TestClient, tmp_p
     assert first.status_code == 200, first.text
     answer = EnrolmentResponse.model_validate_json(first.content)
     assert answer.mqtt.username == "trap-a" and answer.site is not None and answer.site.blur_people
-    assert set(answer.keyring) == set(Keyring.load(client.app.state.settings.release_keyring  # type: ignore[attr-defined]).keys)
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    assert set(answer.keyring) == set(Keyring.load(settings.release_keyring).keys)
     assert _enrol(client, "trap-a", tokens["trap-a"]).status_code == 403  # used
     # the upload token works, the broker's password file has the trap (hashed, never in clear)
     passwd = (tmp_path / "auth" / "passwd").read_text()
@@ -101,7 +102,7 @@ def test_deployment_periods_and_decommissioning(fleet_client: TestClient) -> Non
     photo = (SAMPLES / "coyote-51472-810-empty.jpg").read_bytes()
     import hashlib
 
-    def report(start: str, with_photo: bool) -> httpx.Response:
+    def report(start: str, with_photo: bool) -> Any:
         body = {
             "schema": "trapline.deployment/1", "device_id": "trap-d", "site": "ridge", "latitude": -41.3,
             "longitude": 174.8, "camera_height_m": 0.8, "camera_heading_deg": 135.0, "started_at": start,
@@ -213,6 +214,7 @@ def test_cli_registers_a_batch(sqlite_url: str, tmp_path: Path) -> None:
         "TRAPLINE_SERVER_DATA_DIR": str(tmp_path / "data"),
         "PATH": "/usr/bin:/bin",
     }
+
     def run(*a):
         return subprocess.run(
             [sys.executable, "-m", "trapline.cli", "server", *a],
@@ -221,6 +223,7 @@ def test_cli_registers_a_batch(sqlite_url: str, tmp_path: Path) -> None:
             text=True,
             check=False,
         )
+
     assert run("site", "add", "ridge", "--blur-people").returncode == 0
     batch = run("device", "add", "trap-", "--count", "3", "--site", "ridge")
     assert batch.returncode == 0, batch.stderr
