@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.deployment import DeploymentReporter
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
+from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.publisher import MqttPublisher
@@ -111,6 +113,13 @@ class Agent:
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # the camera's static false positives (server: reviewers' "not an animal")
+        self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
+        # THE registration point for downlink commands: topic kind -> handler(payload bytes). The
+        # command dispatcher that subscribes to `<prefix>/<device>/cmd/#` routes each message here.
+        self.command_handlers: dict[TopicKind, Callable[[bytes], None]] = {
+            "cmd/ignore-regions": self.ignore_regions.handle,
+        }
         self.stop_event = threading.Event()
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
@@ -135,7 +144,7 @@ class Agent:
         record, url, token = self.config.deployment_file, self.config.upload.url, self.config.upload.token()
         if record is None or not url or not token:
             return None
-        return DeploymentReporter(url, token, record, self.config.scene.reference)
+        return DeploymentReporter(url, token.get_secret_value(), record, self.config.scene.reference)
 
     def _check_scene(self, image: np.ndarray, night: bool) -> None:
         """Now and then, a daytime frame against the reference photo (tamper, drift)."""
@@ -184,8 +193,11 @@ class Agent:
         self.last_inference_ms = result.inference_ms
         night = is_night(image)
         self._check_scene(image, night)
+        detections, demoted = self.ignore_regions.apply(image, result.detections)
+        if demoted:
+            log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
         saved_bursts = copy.deepcopy(self.bursts.state)
-        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
+        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, detections)
         frame_number = self._frame_counter + 1
         message = DetectionMessage(
             id=f"{self.config.device_id}:{frame_number:09d}",
@@ -203,7 +215,7 @@ class Agent:
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
-            detections=result.detections,
+            detections=detections,
         )
         outgoing = [self._summary_message(closed)] if closed else []
         outgoing.append(
@@ -216,7 +228,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, data, image, result.detections)
+            pictures = self._pictures(message.id, data, image, detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -237,7 +249,7 @@ class Agent:
         log.debug(
             "%s: %d detection(s) in %.1f ms",
             frame.name,
-            len(result.detections),
+            len(detections),
             result.inference_ms,
         )
 

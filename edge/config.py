@@ -1,21 +1,21 @@
 """The agent's configuration: one YAML file, validated strictly, with secrets kept out of it.
 
 The MQTT password and the upload token come from the environment (`TRAPLINE_MQTT_PASSWORD`,
-`TRAPLINE_UPLOAD_TOKEN`), a file the config names (`mqtt.password_file`, `upload.token_file`:
-what `trapline provision` writes, mode 0600, so the agent starts the same by hand as under
-systemd), or a systemd credential (`$CREDENTIALS_DIRECTORY/mqtt-password`), never from the file.
+`TRAPLINE_UPLOAD_TOKEN`), a file the config names (`password_file`, `token_file`), or a systemd
+credential (`mqtt-password`, `upload-token`), never from the file itself (trapline.credentials).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+from trapline.credentials import SecretError, read_secret
+from trapline.edge.backends import BACKENDS
 from trapline.edge.sources import SourceConfig
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -33,22 +33,17 @@ PACKAGED_KEYRING = PACKAGED_MODELS / "keyring"
 PACKAGED_SAMPLES = Path(__file__).parent / "samples"
 
 
-def secret(env_name: str, credential_name: str, file: Path | None = None) -> str | None:
-    """A secret from the environment, else the file the config names, else a systemd credential
-    (LoadCredential=). A named file that cannot be read is a ConfigError (the agent stops at start
-    with a clear message rather than failing at its first connection)."""
-    if value := os.environ.get(env_name):
-        return value
-    if file is not None:
-        try:
-            # the newline `echo secret > file` leaves is not part of the secret
-            return file.read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {env_name} from {file}: {exc}") from exc
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / credential_name).is_file():
-        return (Path(credentials) / credential_name).read_text().strip()
-    return None
+# "auto" or a key of the backend registry: the registry is the one list of runtimes
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def _known_backend(key: str) -> str:
+    if key not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {key!r}: use one of {', '.join(BACKEND_CHOICES)}")
+    return key
+
+
+BackendKey = Annotated[str, AfterValidator(_known_backend)]
 
 
 class ConfigError(ValueError):
@@ -68,8 +63,10 @@ class ModelConfig(_Section):
         description="trusted release keys: a folder of <key id>.pub files (or one .pub file);"
         " a bundle loads only if one of them signed it",
     )
-    backend: Literal["auto", "onnxruntime", "litert", "tflite-runtime"] = Field(
-        "auto", description="runtime; auto picks the preferred installed one for the file"
+    backend: BackendKey = Field(
+        "auto",
+        description="runtime; auto picks the preferred installed one for the file",
+        json_schema_extra={"enum": list(BACKEND_CHOICES)},
     )
     threads: int = Field(2, ge=1, le=16, description="inference threads")
     conf_threshold: float | None = Field(
@@ -119,8 +116,8 @@ class MqttConfig(_Section):
             raise ValueError("backoff_min_s must not exceed backoff_max_s")
         return self
 
-    def password(self) -> str | None:
-        return secret(PASSWORD_ENV, PASSWORD_CREDENTIAL, self.password_file)
+    def password(self) -> SecretStr | None:
+        return read_secret(PASSWORD_ENV, PASSWORD_CREDENTIAL, self.password_file)
 
 
 class SpoolConfig(_Section):
@@ -157,8 +154,8 @@ class UploadConfig(_Section):
             raise ValueError(f"upload mode {self.mode!r} needs a url")
         return self
 
-    def token(self) -> str | None:
-        return secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL, self.token_file)
+    def token(self) -> SecretStr | None:
+        return read_secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL, self.token_file)
 
 
 class PrivacyConfig(_Section):
@@ -230,9 +227,11 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"config {path} must be a mapping of settings")
     try:
         config = AgentConfig.model_validate(raw)
+        # a secret file the config names must be readable now, not at the first connection
+        config.mqtt.password()
+        config.upload.token()
     except ValidationError as exc:
         raise ConfigError(f"invalid config {path}:\n{_describe(exc)}") from exc
-    # a secret file the config names must be readable now, not at the first connection
-    config.mqtt.password()
-    config.upload.token()
+    except SecretError as exc:
+        raise ConfigError(f"invalid config {path}: {exc}") from exc
     return config

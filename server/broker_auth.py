@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trapline.credentials import reveal
 from trapline.files import atomic_write
 from trapline.server.core.config import ServerSettings
 from trapline.server.models import Device
@@ -65,7 +66,7 @@ def write_broker_auth(session: Session, settings: ServerSettings, folder: Path) 
         if d.mqtt_password_line
     ]
     if settings.mqtt_username:
-        password = settings.mqtt_password or ""
+        password = reveal(settings.mqtt_password) or ""
         lines.insert(0, mosquitto_password_line(settings.mqtt_username, password))
     folder.mkdir(parents=True, exist_ok=True)
     passwd, acl = folder / PASSWD, folder / ACL

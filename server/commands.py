@@ -220,23 +220,14 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    from trapline.bundle import verify_bundle
     from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import ModelVersion
+    from trapline.server.model_registry import register_bundle
 
     settings = _settings()
-    manifest = verify_bundle(args.bundle, settings.release_keyring)
     with transaction(session_factory(make_engine(settings.database_url))) as session:
-        session.add(
-            ModelVersion(
-                name=manifest.name,
-                version=manifest.version,
-                sha256=manifest.files[manifest.model_file],
-                metrics=manifest.metrics,
-                created_at=datetime.now(UTC),
-            )
-        )
-    print(f"registered {manifest.name} v{manifest.version}")
+        row = register_bundle(session, args.bundle, settings.release_keyring)
+        name, version = row.name, row.version
+    print(f"registered {name} v{version}")
     return 0
 
 

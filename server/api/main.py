@@ -17,10 +17,12 @@ from trapline.server.api.routes import (
     inference,
     jobs,
     labels,
+    learning,
     media,
     models,
     session,
     sites,
+    stats,
 )
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory
@@ -54,6 +56,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         labels,
         enrolment,
         sites,
+        learning,
+        stats,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

@@ -7,13 +7,50 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
+from trapline.server.core.config import HeartbeatHistory
 from trapline.server.ingest.validate import Accepted
-from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
+from trapline.server.models import (
+    DeadLetter,
+    Detection,
+    DetectionFrame,
+    Device,
+    DeviceModelStatus,
+    HeartbeatSample,
+    Sequence,
+)
+
+
+def _sample_heartbeat(
+    session: Session, device_id: str, beat: Heartbeat, now: datetime, history: HeartbeatHistory
+) -> None:
+    last = session.scalar(
+        select(func.max(HeartbeatSample.received_at)).where(HeartbeatSample.device_id == device_id)
+    )
+    if last is not None and now - last < history.sample_every:
+        return
+    session.execute(
+        delete(HeartbeatSample).where(
+            HeartbeatSample.device_id == device_id, HeartbeatSample.received_at < now - history.keep
+        )
+    )
+    session.add(
+        HeartbeatSample(
+            device_id=device_id,
+            received_at=now,
+            spool_depth=beat.spool_depth,
+            dropped=beat.dropped,
+            frames_processed=beat.frames_processed,
+            disk_free_bytes=beat.disk_free_bytes,
+            cpu_temp_c=beat.cpu_temp_c,
+            model_version=session.scalar(select(Device.model_version).where(Device.id == device_id)),
+        )
+    )
+    session.flush()
 
 
 def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> set[str]:
@@ -48,7 +85,11 @@ class StoreResult:
 
 
 def store_batch(
-    session: Session, batch: Seq[Accepted], dead: Seq[tuple[str, str, bytes]], auto_register: bool = False
+    session: Session,
+    batch: Seq[Accepted],
+    dead: Seq[tuple[str, str, bytes]],
+    auto_register: bool = False,
+    history: HeartbeatHistory = HeartbeatHistory(),  # noqa: B008 - frozen, never mutated
 ) -> StoreResult:
     """Store a batch of messages and dead letters in the caller's transaction."""
     now = datetime.now(UTC)
@@ -133,6 +174,7 @@ def store_batch(
                     last_heartbeat_at=message.ts, heartbeat=message.model_dump(mode="json", by_alias=True)
                 )
             )
+            _sample_heartbeat(session, item.device_id, message, now, history)
         elif isinstance(message, OtaProgress):
             session.add(
                 DeviceModelStatus(

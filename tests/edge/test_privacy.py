@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -49,8 +48,9 @@ def test_no_uploaded_pixel_of_a_person_box_equals_the_original(tmp_path: Path, b
         agent = _agent(tmp_path, mode, blur)
         try:
             pictures = agent._pictures("trap-07:000000001", data, original, [PERSON, ANIMAL])
-            uploads = {p.kind + str(i): cv2.imdecode(np.frombuffer(p.path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-                       for i, p in enumerate(pictures)}  # fmt: skip
+            uploads = {
+                p.kind + str(i): decode_image(p.path.read_bytes(), 10**8) for i, p in enumerate(pictures)
+            }
         finally:
             agent.spool.close()
         if mode == "frames":

@@ -25,14 +25,17 @@ def _load(path: Path) -> np.ndarray:
     return decode_image(path.read_bytes(), 10**8)
 
 
-def _shift(image: np.ndarray, fx: float, fy: float = 0.0) -> np.ndarray:
+def _shift(image, fx, fy=0.0):
     h, w = image.shape[:2]
     return cv2.warpAffine(
-        image, np.float32([[1, 0, fx * w], [0, 1, fy * h]]), (w, h), borderMode=cv2.BORDER_REFLECT
+        image,
+        np.array([[1, 0, fx * w], [0, 1, fy * h]], dtype=np.float32),
+        (w, h),
+        borderMode=cv2.BORDER_REFLECT,
     )
 
 
-def _turn(image: np.ndarray, degrees: float) -> np.ndarray:
+def _turn(image, degrees):
     h, w = image.shape[:2]
     return cv2.warpAffine(
         image, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h), borderMode=cv2.BORDER_REFLECT
@@ -48,7 +51,7 @@ def _leaf(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _relit(image: np.ndarray) -> np.ndarray:
+def _relit(image):
     brighter = cv2.convertScaleAbs(image, alpha=0.7, beta=40)
     return cv2.imdecode(cv2.imencode(".jpg", brighter, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR)
 
