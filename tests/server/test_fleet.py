@@ -4,8 +4,6 @@ reloaded without dropping connected traps; deployments; decommissioning."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.conftest import SAMPLES, MqttCollector
 from tests.server.conftest import ADMIN, detection_payload, seed, settings_for
 from trapline.cli.broker import MosquittoBroker
+from trapline.cli.main import main
 from trapline.enrolment import ENROL_PATH, EnrolmentResponse
 from trapline.keyring import Keyring
 from trapline.server.api.main import create_app
@@ -208,33 +207,28 @@ def test_enrolment_reloads_the_broker_without_dropping_connected_traps(
     app.state.engine.dispose()
 
 
-def test_cli_registers_a_batch(sqlite_url: str, tmp_path: Path) -> None:
-    env = {
-        "TRAPLINE_SERVER_DATABASE_URL": sqlite_url,
-        "TRAPLINE_SERVER_DATA_DIR": str(tmp_path / "data"),
-        "PATH": "/usr/bin:/bin",
-    }
+def test_cli_registers_a_batch(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRAPLINE_SERVER_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("TRAPLINE_SERVER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TRAPLINE_SERVER_PUBLIC_URL", raising=False)
 
-    def run(*a):
-        return subprocess.run(
-            [sys.executable, "-m", "trapline.cli", "server", *a],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    def run(*args: str) -> tuple[int, str]:
+        code = main(["server", *args])
+        return code, capsys.readouterr().out
 
-    assert run("site", "add", "ridge", "--blur-people").returncode == 0
-    batch = run("device", "add", "trap-", "--count", "3", "--site", "ridge")
-    assert batch.returncode == 0, batch.stderr
-    lines = batch.stdout.splitlines()
+    assert run("site", "add", "ridge", "--blur-people")[0] == 0
+    code, out = run("device", "add", "trap-", "--count", "3", "--site", "ridge")
+    assert code == 0, out
+    lines = out.splitlines()
     assert [line.split()[0] for line in lines] == ["trap-001", "trap-002", "trap-003"]
     assert all("enrolment token" in line for line in lines)
-    offline = run("device", "enrol-offline", "trap-002", "--out", str(tmp_path / "trap-002.enrol"))
-    assert offline.returncode == 2 and "PUBLIC_URL" in offline.stdout  # needs the address traps use
-    env["TRAPLINE_SERVER_PUBLIC_URL"] = "https://fleet.example.org"
-    offline = run("device", "enrol-offline", "trap-002", "--out", str(tmp_path / "trap-002.enrol"))
-    assert offline.returncode == 0, offline.stdout + offline.stderr
+    code, out = run("device", "enrol-offline", "trap-002", "--out", str(tmp_path / "trap-002.enrol"))
+    assert code == 2 and "PUBLIC_URL" in out  # needs the address traps use
+    monkeypatch.setenv("TRAPLINE_SERVER_PUBLIC_URL", "https://fleet.example.org")
+    code, out = run("device", "enrol-offline", "trap-002", "--out", str(tmp_path / "trap-002.enrol"))
+    assert code == 0, out
     answer = EnrolmentResponse.model_validate_json((tmp_path / "trap-002.enrol").read_bytes())
     assert (
         answer.upload.url == "https://fleet.example.org"
@@ -242,3 +236,5 @@ def test_cli_registers_a_batch(sqlite_url: str, tmp_path: Path) -> None:
         and answer.site.blur_people
     )
     assert (tmp_path / "trap-002.enrol").stat().st_mode & 0o777 == 0o600
+    code, out = run("device", "decommission", "trap-002")
+    assert code == 0 and "credentials revoked" in out
