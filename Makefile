@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := False
 export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
-.PHONY: demo test lint bench system-deps venv clean model lock lock-pi arm64-check units-check
+.PHONY: demo test lint bench system-deps venv clean model lock lock-pi arm64-check units-check pi-wheels
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(UV)" || python3 -m pip install --quiet uv
@@ -86,6 +86,14 @@ lock-pi:
 	( sed -n '1,3p' edge/requirements-pi.txt; uv pip compile pyproject.toml --extra edge \
 	  --python-platform aarch64-unknown-linux-gnu --python-version 3.11 -c requirements.lock \
 	  --no-header --no-annotate -q ) > edge/requirements-pi.txt.new && mv edge/requirements-pi.txt.new edge/requirements-pi.txt
+
+# Wheels for a trap at a site without network (aarch64, Python 3.11): copy build/pi-wheels beside
+# the repository and run systemd/install-edge.sh --wheels build/pi-wheels ...
+pi-wheels:
+	rm -rf build/pi-wheels && mkdir -p build/pi-wheels
+	python3 -m pip download --quiet --only-binary=:all: --platform manylinux_2_28_aarch64 \
+	  --platform manylinux2014_aarch64 --python-version 3.11 -r edge/requirements-pi.txt -d build/pi-wheels
+	python3 -m pip wheel --quiet --no-deps -w build/pi-wheels .
 
 # Regenerate the lockfile after changing dependencies in pyproject.toml.
 lock:

@@ -15,15 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SAMPLES
-from tests.support.live_server import live_server
-from trapline.cli.main import main
-from trapline.enrolment import EnrolmentResponse
-from trapline.server.core.config import ServerSettings
-from trapline.server.db import make_engine, session_factory, transaction
-from trapline.server.fleet import add_site, issue_enrolment_token
-from trapline.server.migrate import upgrade
-from trapline.server.models import Deployment
+pytest.importorskip("fastapi", reason="needs the server, which is not part of a trap's install (arm64 check)")
+
+from tests.conftest import SAMPLES  # noqa: E402
+from tests.support.live_server import live_server  # noqa: E402
+from trapline.cli.main import main  # noqa: E402
+from trapline.enrolment import EnrolmentResponse  # noqa: E402
+from trapline.server.core.config import ServerSettings  # noqa: E402
+from trapline.server.db import make_engine, session_factory, transaction  # noqa: E402
+from trapline.server.fleet import add_site, issue_enrolment_token  # noqa: E402
+from trapline.server.migrate import upgrade  # noqa: E402
+from trapline.server.models import Deployment  # noqa: E402
 
 # an existing user other than root: owners are checked when the tests run as root
 AGENT_USER = "daemon"
