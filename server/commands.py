@@ -103,11 +103,11 @@ def _device_add(args: argparse.Namespace) -> int:
                 print(f"device {device_id} registered. Give the technician, once:")
                 print(f"  MQTT user {device_id}, password {mqtt_password}")
                 print(f"  upload token {upload_token}")
-            session.flush()
-            files = sync_broker(session, settings)
     except RegistryError as exc:
         print(f"error: {exc}")
         return 2
+    with factory() as session:
+        files = sync_broker(session, settings)
     if args.credentials and files is None:
         print("then run `trapline server mqtt-auth` and reload mosquitto")
     return 0
@@ -136,6 +136,7 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
     (the file holds the trap's secrets: 0600; carry it on the technician's USB stick)."""
     from trapline.enrolment import EnrolmentRequest
     from trapline.files import atomic_write
+    from trapline.server.broker_auth import sync_broker
     from trapline.server.db import make_engine, session_factory, transaction
     from trapline.server.fleet import RegistryError, enrol, issue_enrolment_token
 
@@ -156,6 +157,8 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"error: {exc}")
         return 2
+    with session_factory(make_engine(settings.database_url))() as session:
+        sync_broker(session, settings)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, answer.to_json(), 0o600)
     print(f"wrote {args.out} for {args.device_id} (secrets inside: mode 0600, hand it over, then delete it)")
@@ -164,6 +167,7 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
 
 
 def _device_decommission(args: argparse.Namespace) -> int:
+    from trapline.server.broker_auth import sync_broker
     from trapline.server.db import make_engine, session_factory, transaction
     from trapline.server.fleet import RegistryError, decommission
 
@@ -174,6 +178,8 @@ def _device_decommission(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"error: {exc}")
         return 2
+    with session_factory(make_engine(settings.database_url))() as session:
+        sync_broker(session, settings)
     print(f"{args.device_id}: deployment ended, credentials revoked (its data stays)")
     return 0
 

@@ -25,7 +25,6 @@ from trapline.enrolment import (
     UploadAccess,
 )
 from trapline.keyring import Keyring, public_pem
-from trapline.server.broker_auth import sync_broker
 from trapline.server.core.config import ServerSettings
 from trapline.server.models import Deployment, Device, DeviceEnrolment, Site
 from trapline.server.security import hash_token, mosquitto_password_line, new_token
@@ -107,8 +106,8 @@ def enrol(
 ) -> EnrolmentResponse:
     """Exchange a valid, unexpired, unused token for the trap's credentials (once).
 
-    The caller commits; the broker's files are rewritten before this returns, so the trap can
-    connect as soon as it has the answer."""
+    The caller commits, then calls `sync_broker` (after the commit, so two enrolments at once
+    cannot write a password file that misses one of them) before handing out the answer."""
     token_hash = hash_token(request.token.get_secret_value())
     enrolment = session.scalar(select(DeviceEnrolment).where(DeviceEnrolment.token_hash == token_hash))
     # one answer for every bad token: an unknown, used or expired one looks the same from outside
@@ -131,7 +130,6 @@ def enrol(
     enrolment.enrolled_at = _now()
     enrolment.site_id = site.id if site else None
     session.flush()
-    sync_broker(session, settings)
     ca_pem = settings.trap_mqtt_ca_file.read_text() if settings.trap_mqtt_ca_file else None
     log.info("device %s enrolled (site %s)", device.id, site.id if site else "-")
     return EnrolmentResponse(
@@ -193,7 +191,7 @@ def record_deployment(session: Session, device: Device, report: DeploymentReport
 
 def decommission(session: Session, settings: ServerSettings, device_id: str) -> Device:
     """Take a trap out of service: its deployment ends now, its credentials stop working (the
-    broker reloads without it). Its data stays."""
+    caller commits, then `sync_broker` reloads the broker without it). Its data stays."""
     device = session.get(Device, device_id)
     if device is None:
         raise RegistryError(f"no device {device_id!r}", 404)
@@ -212,6 +210,5 @@ def decommission(session: Session, settings: ServerSettings, device_id: str) -> 
     enrolment.decommissioned_at = now
     session.add(enrolment)
     session.flush()
-    sync_broker(session, settings)
     log.info("device %s decommissioned", device_id)
     return device

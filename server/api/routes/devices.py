@@ -12,6 +12,7 @@ from trapline.contracts import DEVICE_ID_PATTERN
 from trapline.enrolment import SITE_ID_PATTERN
 from trapline.server.api.deps import AdminDep, SessionDep, SettingsDep, UserDep
 from trapline.server.api.schemas import DeviceHealth
+from trapline.server.broker_auth import sync_broker
 from trapline.server.fleet import RegistryError, decommission, issue_enrolment_token
 from trapline.server.models import Device
 
@@ -122,4 +123,5 @@ def decommission_device(
         session.rollback()
         raise HTTPException(exc.status, str(exc)) from exc
     session.commit()
+    sync_broker(session, settings)
     return health_of(device, settings.stale_after_s, datetime.now(UTC))

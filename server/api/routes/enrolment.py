@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from trapline.enrolment import ENROL_PATH, EnrolmentRequest
 from trapline.server.api.deps import SessionDep, SettingsDep
+from trapline.server.broker_auth import sync_broker
 from trapline.server.fleet import RegistryError, enrol
 
 router = APIRouter(tags=["fleet"])
@@ -22,5 +23,6 @@ def enrol_device(
         session.rollback()
         raise HTTPException(exc.status, str(exc)) from exc
     session.commit()
+    sync_broker(session, settings)  # the trap can connect as soon as it has the answer
     # the answer carries the secrets in clear (its serializers reveal them): sent once, never stored
     return answer.model_dump(mode="json", by_alias=True)
