@@ -238,3 +238,17 @@ def test_cli_registers_a_batch(
     assert (tmp_path / "trap-002.enrol").stat().st_mode & 0o777 == 0o600
     code, out = run("device", "decommission", "trap-002")
     assert code == 0 and "credentials revoked" in out
+
+
+def test_the_fleet_shows_a_trap_whose_view_moved(fleet_client: TestClient) -> None:
+    from tests.server.conftest import accepted
+    from trapline.server.ingest.store import store_batch
+
+    beat = {"schema": "trapline.heartbeat/1", "ts": datetime.now(UTC).isoformat(), "uptime_s": 5.0,
+            "frames_processed": 1, "frames_quarantined": 0, "spool_depth": 0, "spool_bytes": 0, "dropped": 0,
+            "view": {"state": "blocked", "features_in_place": 0.0, "detail": 0.05,
+                     "checked_at": datetime.now(UTC).isoformat()}}  # fmt: skip
+    with transaction(fleet_client.app.state.sessions) as session:  # type: ignore[attr-defined]
+        store_batch(session, [accepted("trapline/trap-01/heartbeat", json.dumps(beat).encode())], [])
+    device = fleet_client.get("/api/v1/devices/trap-01", headers=AUTH).json()
+    assert device["view_state"] == "blocked"
