@@ -93,6 +93,8 @@ pi-wheels:
 	rm -rf build/pi-wheels && mkdir -p build/pi-wheels
 	python3 -m pip download --quiet --only-binary=:all: --platform manylinux_2_28_aarch64 \
 	  --platform manylinux2014_aarch64 --python-version 3.11 -r edge/requirements-pi.txt -d build/pi-wheels
+	# installing trapline itself builds it: setuptools must be there too, offline
+	python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 -d build/pi-wheels "setuptools>=68"
 	python3 -m pip wheel --quiet --no-deps -w build/pi-wheels .
 
 # Regenerate the lockfile after changing dependencies in pyproject.toml.
