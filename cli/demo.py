@@ -152,6 +152,8 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         credentials[device] = (mqtt_password, upload_token)
     login = _cli("server", "token", "create", "demo-admin", "--role", "admin", env=env).strip()
     _cli("server", "model", "add", str(PACKAGED_MODEL), env=env)
+    # the model the traps run, as release 1: a rollout from the Rollouts page has one to go back to
+    _cli("server", "release", "add", str(PACKAGED_MODEL), env=env)
     _cli("server", "mqtt-auth", "--out", str(workdir / "mqtt"), env=env)
     mqtt_dir = workdir / "mqtt"
     auth = f"allow_anonymous false\npassword_file {mqtt_dir / 'passwd'}\nacl_file {mqtt_dir / 'acl'}\n"
@@ -164,6 +166,8 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
             processes.append(_spawn(["server", "ingest"], env, workdir / "ingest.log"))
             # the job worker: dataset exports, feature extraction, clustering, retraining
             processes.append(_spawn(["server", "worker"], env, workdir / "worker.log"))
+            # the rollout controller: model releases to the traps (the Rollouts page)
+            processes.append(_spawn(["server", "ota"], env, workdir / "ota.log"))
             _wait_http(f"{api_url}/login", 60)
             _deploy(api_url, login)
             time.sleep(1.0)  # the ingest worker subscribes before traps publish

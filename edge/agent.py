@@ -8,12 +8,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from trapline.bundle import BundleError, resolve_model_file
 from trapline.contracts import (
@@ -21,6 +21,7 @@ from trapline.contracts import (
     DetectionMessage,
     DeviceState,
     Heartbeat,
+    IgnoreRegionsCommand,
     ImageInfo,
     SequenceSummary,
     StatusMessage,
@@ -35,9 +36,11 @@ from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.deployment import DeploymentReporter
 from trapline.edge.detector import Detector
+from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
@@ -95,7 +98,9 @@ class Agent:
         self.counters = AgentCounters()
         self.started = time.monotonic()
         self.last_error: str | None = None
-        self.detector = load_detector(config, self.counters)
+        # the active model slot if an update installed one, else the configured model
+        self.updates = ModelUpdates(config, __version__)
+        self.detector = self.updates.boot(lambda: load_detector(config, self.counters))
         self.spool = DetectionSpool(
             config.spool.path, config.spool.max_bytes, config.spool.policy, config.spool.synchronous
         )
@@ -115,11 +120,20 @@ class Agent:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
         # the camera's static false positives (server: reviewers' "not an animal")
         self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
-        # THE registration point for downlink commands: topic kind -> handler(payload bytes). The
-        # command dispatcher that subscribes to `<prefix>/<device>/cmd/#` routes each message here.
-        self.command_handlers: dict[TopicKind, Callable[[bytes], None]] = {
-            "cmd/ignore-regions": self.ignore_regions.handle,
+        # THE registration point for downlink commands: topic kind -> handler. The dispatcher
+        # (edge/downlink.py) receives `<prefix>/<device>/cmd/#`, validates each command against the
+        # contract and calls its handler with it (None: the server cleared a retained command);
+        # what it cannot use is reported on `ota`.
+        self.command_handlers: dict[TopicKind, CommandHandler] = {
+            "cmd/ignore-regions": self._ignore_regions_command,
+            **self.updates.handlers(),  # cmd/model
         }
+        self.downlink = Downlink(
+            MqttCommandLink(config.mqtt, config.device_id),
+            CommandDispatcher(
+                config.mqtt.prefix, config.device_id, self.command_handlers, self.updates.command_error
+            ),
+        )
         self.stop_event = threading.Event()
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
@@ -309,6 +323,26 @@ class Agent:
             self.counters.spool_errors += 1
             log.error("could not spool summary of %s: %s", summary.sequence_id, exc)
 
+    def _ignore_regions_command(self, command: BaseModel | None) -> None:
+        if command is None:
+            log.info("the server cleared cmd/ignore-regions; keeping the remembered regions")
+            return
+        if not isinstance(command, IgnoreRegionsCommand):
+            raise TypeError(f"expected an IgnoreRegionsCommand, got {type(command).__name__}")
+        self.ignore_regions.handle(command.to_json())
+
+    # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
+    def spool_ota(self, payload: bytes) -> None:
+        self.spool.put([OutboundMessage(self._topic("ota"), payload)])
+        self.publisher.notify()
+
+    def frame_times(self) -> tuple[int, list[float]]:
+        return self.counters.frames_processed, list(self.frame_ms)
+
+    def model_switched(self) -> None:
+        self.bursts.categories = self.detector.info.category_names
+        self.publisher.publish_now("status", self._status("online"))
+
     # --- timed work -----------------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -329,6 +363,8 @@ class Agent:
         """Process frames until stopped or the source is exhausted; then drain the spool."""
         self.publisher.start()
         self.uploader.start()
+        self.updates.start(self)
+        self.downlink.start()
         if self.deployment_reporter is not None:
             self.deployment_reporter.start()
         sd_notify("READY=1")
@@ -338,7 +374,8 @@ class Agent:
         try:
             for frame in self.source.frames(self.stop_event, self.spool.is_processed):
                 if frame is not None:
-                    self.process(frame)
+                    with self.updates.model_lock:  # a model switch waits for the frame in progress
+                        self.process(frame)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
                 now = time.monotonic()
                 if now >= next_heartbeat:
@@ -358,6 +395,8 @@ class Agent:
                 )
                 self._wait_drained(drain_timeout_s, watchdog_s)
             sd_notify("STOPPING=1")
+            self.downlink.stop()
+            self.updates.stop()
             if self.deployment_reporter is not None:
                 self.deployment_reporter.stop()
             self.uploader.stop()

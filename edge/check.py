@@ -9,6 +9,7 @@ from trapline.edge.agent import AgentCounters, load_detector
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.config import PACKAGED_SAMPLES, AgentConfig, ConfigError, load_config
 from trapline.edge.imaging import BadImageError, decode_image
+from trapline.edge.ota.updater import load_installed
 
 
 def run_check(config_path: Path, image_path: Path | None) -> int:
@@ -25,7 +26,8 @@ def check_config(config: AgentConfig, where: str, image_path: Path | None) -> in
     """`run_check` for a config already loaded (provisioning checks what it has just written)."""
     try:
         started = time.perf_counter()
-        detector = load_detector(config, AgentCounters())
+        # what the agent would run: a model an update installed, else the configured one
+        detector = load_installed(config) or load_detector(config, AgentCounters())
         load_ms = (time.perf_counter() - started) * 1000
     except (ConfigError, ModelLoadError) as exc:
         print(f"FAIL: {exc}")

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
 from trapline.credentials import SecretError, read_secret
 from trapline.edge.backends import BACKENDS
+from trapline.edge.ota.config import OtaConfig
 from trapline.edge.sources import SourceConfig
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -196,6 +197,7 @@ class AgentConfig(_Section):
     upload: UploadConfig = Field(default_factory=UploadConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     scene: SceneConfig = Field(default_factory=SceneConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )

@@ -1,5 +1,6 @@
 """`trapline server ...`: migrate, ingest, api, worker, device (add, token, enrol-offline,
-decommission), site add, token create, model add, mqtt-auth."""
+decommission), site add, token create, mqtt-auth, and the model updates: release add/grant,
+group set, rollout start/pause/resume/rollback, ota."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from trapline.server.core.config import ServerSettings
     from trapline.server.fleet import IssuedToken
 
@@ -237,6 +240,155 @@ def _model_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sessions() -> sessionmaker[Session]:
+    from trapline.server.db import make_engine, session_factory
+
+    return session_factory(make_engine(_settings().database_url))
+
+
+def _release_add(args: argparse.Namespace) -> int:
+    from trapline.contracts import RollbackGrant
+    from trapline.server.db import transaction
+    from trapline.server.ota.releases import ReleaseError, register_release
+
+    grant = RollbackGrant.model_validate_json(args.grant.read_bytes()) if args.grant else None
+    try:
+        with transaction(_sessions()) as session:
+            release = register_release(session, _settings(), args.bundle, args.min_agent_version, grant)
+            line = (
+                f"release {release.id}: {release.name} v{release.version}, {release.size_bytes} bytes,"
+                f" sha256 {release.bundle_sha256}, signed by {release.key_id}"
+            )
+    except ReleaseError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(line)
+    return 0
+
+
+def _release_grant(args: argparse.Namespace) -> int:
+    from trapline.contracts import RollbackGrant
+    from trapline.server.db import transaction
+    from trapline.server.ota.releases import ReleaseError, add_rollback_grant
+
+    try:
+        grant = RollbackGrant.model_validate_json(args.grant.read_bytes())
+        with transaction(_sessions()) as session:
+            release = add_rollback_grant(session, _settings(), args.release_id, grant)
+            line = f"release {release.id} (v{release.version}): traps may now be rolled back to it"
+    except (ReleaseError, ValueError) as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(line)
+    return 0
+
+
+def _group_set(args: argparse.Namespace) -> int:
+    from trapline.server.db import transaction
+    from trapline.server.ota.rollouts import RolloutError, set_group
+
+    try:
+        with transaction(_sessions()) as session:
+            members = set_group(session, args.name, args.devices)
+    except RolloutError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(f"group {args.name}: {', '.join(members)}")
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from trapline.server.db import transaction
+    from trapline.server.ota.rollouts import RolloutError, RolloutPlan, pause, resume, rollback, start_rollout
+
+    now = datetime.now(UTC)
+    try:
+        with transaction(_sessions()) as session:
+            if args.rollout_command == "start":
+                plan = RolloutPlan(
+                    args.canary, args.percent, args.max_failure_percent, args.success_percent, args.spread_s
+                )
+                rollout = start_rollout(session, args.release_id, plan, "cli", now)
+                line = f"rollout {rollout.id} of release {args.release_id}: {rollout.state}"
+            elif args.rollout_command == "pause":
+                line = f"rollout {pause(session, args.rollout_id, now).id} paused"
+            elif args.rollout_command == "resume":
+                line = f"rollout {resume(session, args.rollout_id, now).id} running"
+            else:
+                result = rollback(session, args.rollout_id, "cli", now)
+                line = f"rollout {args.rollout_id} rolled back: {len(result.going_back)} traps go back"
+                if result.staying:
+                    line += f"; no earlier release for {', '.join(result.staying)} (they keep theirs)"
+    except RolloutError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(line)
+    return 0
+
+
+def _ota(_args: argparse.Namespace) -> int:
+    from trapline.server.ota.commands import MqttCommandSender
+    from trapline.server.ota.controller import RolloutController
+
+    settings = _settings()
+    sender = MqttCommandSender(settings)
+    controller = RolloutController(settings, _sessions(), sender)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping the rollout controller", signal.Signals(signum).name)
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sender.start()
+    try:
+        controller.run()
+    finally:
+        sender.stop()
+    return 0
+
+
+def _register_ota(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub.add_parser(
+        "ota", help="run the rollout controller: stages, halts, and each trap's retained model command"
+    ).set_defaults(handler=_ota)
+    release = sub.add_parser("release", help="model releases for the traps")
+    rsub = release.add_subparsers(dest="release_command", required=True)
+    add = rsub.add_parser("add", help="register a signed bundle (directory or .tar.gz) as a release")
+    add.add_argument("bundle", type=Path)
+    add.add_argument("--min-agent-version", help="oldest trap agent that may install it")
+    add.add_argument("--grant", type=Path, help="a rollback grant for it (`trapline export rollback-grant`)")
+    add.set_defaults(handler=_release_add)
+    grant = rsub.add_parser("grant", help="add a rollback grant: traps may then be rolled back to it")
+    grant.add_argument("release_id", type=int)
+    grant.add_argument("grant", type=Path)
+    grant.set_defaults(handler=_release_grant)
+    group = sub.add_parser("group", help="named groups of traps (canaries)")
+    gsub = group.add_subparsers(dest="group_command", required=True)
+    gset = gsub.add_parser("set", help="make a group hold exactly these traps")
+    gset.add_argument("name")
+    gset.add_argument("devices", nargs="+")
+    gset.set_defaults(handler=_group_set)
+    rollout = sub.add_parser("rollout", help="send a release out in stages; pause, resume, roll back")
+    osub = rollout.add_subparsers(dest="rollout_command", required=True)
+    start = osub.add_parser("start", help="the canary group first, then shares of the fleet")
+    start.add_argument("release_id", type=int)
+    start.add_argument("--canary", help="group told first, alone")
+    start.add_argument("--percent", type=int, nargs="*", default=[100], help="shares of the fleet, in stages")
+    start.add_argument("--max-failure-percent", type=float, default=10.0, help="halt above this failure rate")
+    start.add_argument("--success-percent", type=float, default=100.0, help="needed before the next stage")
+    start.add_argument("--spread-s", type=int, default=0, help="spread the downloads over this many seconds")
+    start.set_defaults(handler=_rollout)
+    for action, text in (
+        ("pause", "tell no more traps"),
+        ("resume", "carry on after a pause or a halt"),
+        ("rollback", "send every trap it told back to its earlier release"),
+    ):
+        command = osub.add_parser(action, help=text)
+        command.add_argument("rollout_id", type=int)
+        command.set_defaults(handler=_rollout)
+
+
 def register(server: argparse.ArgumentParser) -> None:
     """`trapline server ...` (settings: TRAPLINE_SERVER_* variables)."""
     sub = server.add_subparsers(dest="server_command", required=True)
@@ -297,3 +449,4 @@ def register(server: argparse.ArgumentParser) -> None:
     auth = sub.add_parser("mqtt-auth", help="write Mosquitto's password file and ACL")
     auth.add_argument("--out", type=Path, required=True)
     auth.set_defaults(handler=_mqtt_auth)
+    _register_ota(sub)

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -20,6 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from trapline.cli.broker import MosquittoBroker
+
+if TYPE_CHECKING:
+    from tests.support.ota import Release, ReleaseKit
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "edge" / "samples"
@@ -126,3 +129,16 @@ def start_agent(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
             stderr=log_file,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+
+
+# --- model releases (built once per session: each build runs the detector on its reference frame) --
+@pytest.fixture(scope="session")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> ReleaseKit:
+    from tests.support.ota import ReleaseKit
+
+    return ReleaseKit(tmp_path_factory.mktemp("releases"))
+
+
+@pytest.fixture(scope="session")
+def release_v2(kit: ReleaseKit) -> Release:
+    return kit.build("2")

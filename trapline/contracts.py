@@ -269,23 +269,96 @@ class Heartbeat(_Message):
         return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
 
-OtaStage = Literal["downloading", "verifying", "installed", "failed", "rolled_back"]
+# --- over-the-air model updates ------------------------------------------------------------------
+MODEL_COMMAND_SCHEMA: Final = "trapline.cmd.model/1"
+ROLLBACK_SCHEMA: Final = "trapline.rollback/1"
+# Release versions are dotted numbers ("3", "1.10.2") so a trap can tell newer from older.
+RELEASE_VERSION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
+ReleaseVersion = Annotated[str, Field(pattern=RELEASE_VERSION_PATTERN)]
+KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+# a bundle URL: a path on the trap's own server, or an absolute http(s) URL
+BundleUrl = Annotated[str, Field(max_length=FILE_MAX, pattern=r"^(/|https?://)[!-~]+$")]
+MAX_BUNDLE_BYTES = 4 * 1024**3
+MAX_DOWNLOAD_DELAY_S = 7 * 24 * 3600
 
 
-class OtaProgress(_Message):
-    ts: Timestamp
-    version: Text = Field(max_length=VERSION_MAX)
-    stage: OtaStage
-    reason: Text | None = Field(None, max_length=REASON_MAX)
+def version_key(version: str) -> tuple[int, ...] | None:
+    """A release version as numbers to compare ("1.0" == "1"); None when it is not a release version."""
+    if not re.match(RELEASE_VERSION_PATTERN, version):
+        return None
+    parts = [int(part) for part in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def rollback_statement(name: str, version: str, model_sha256: str) -> bytes:
+    """What a release key signs to allow one model (name, version, model file hash) back onto traps
+    that run a newer one. It names the model, not an archive, so any packing of the bundle will do."""
+    return f"{ROLLBACK_SCHEMA}\n{name}\n{version}\n{model_sha256}\n".encode()
+
+
+class RollbackGrant(_Message):
+    """A signed rollback: a trusted release key's Ed25519 signature over `rollback_statement`."""
+
+    key_id: KeyId
+    signature: str = Field(pattern=r"^[A-Za-z0-9+/]{86}==$", description="base64 Ed25519 signature")
 
 
 class ModelCommand(_Message):
-    """Retained on `<prefix>/<device>/cmd/model`: the release the trap should run."""
+    """Retained on `<prefix>/<device>/cmd/model`: the release the trap should run.
 
-    version: Text = Field(max_length=VERSION_MAX)
-    url: Text = Field(max_length=FILE_MAX)
-    sha256: Sha256
-    signature: Text = Field(max_length=1000)
+    Nothing here is trusted on its own: the bundle's signed manifest must agree with name, version
+    and model hash, and a version lower than the running one needs a `rollback` grant that a
+    trusted release key signed. The unsigned fields let a trap refuse early (before downloading)."""
+
+    schema_: Literal["trapline.cmd.model/1"] = Field(MODEL_COMMAND_SCHEMA, alias="schema")
+    release_id: int = Field(ge=1, le=INT32_MAX)
+    rollout_id: int | None = Field(None, ge=1, le=INT32_MAX)
+    name: Text = Field(min_length=1, max_length=MODEL_NAME_MAX)
+    version: ReleaseVersion
+    url: BundleUrl
+    sha256: Sha256  # of the bundle archive (.tar.gz) the URL serves
+    size: int = Field(gt=0, le=MAX_BUNDLE_BYTES)
+    model_sha256: Sha256  # of the model file inside: a trap already running it has nothing to do
+    key_id: KeyId  # the release key that signed the manifest
+    runtime: str = Field(pattern=r"^[a-z0-9-]{1,16}$", description="model format key (trapline/formats.py)")
+    min_agent_version: ReleaseVersion | None = None
+    rollback: RollbackGrant | None = None
+    download_delay_s: int = Field(0, ge=0, le=MAX_DOWNLOAD_DELAY_S)  # spreads a fleet's downloads
+    issued_at: Timestamp
+
+
+OtaStage = Literal[
+    "received",  # a new desired release
+    "waiting",  # for the update window or the download delay
+    "downloading",
+    "verifying",  # archive hash, manifest signature, file hashes, version and compatibility
+    "installing",  # into the inactive slot
+    "testing",  # self-test on the bundle's reference frames
+    "switched",  # running the new model, inside the health window
+    "installed",  # health window passed: done
+    "retrying",  # a transient failure (network, disk full): tried again later
+    "failed",  # gave up on this release after repeated transient failures
+    "refused",  # will not install: tampered, downgrade, incompatible, malformed command
+    "rolled_back",  # self-test failed, crashed or too slow after the switch: back on the old model
+]
+OTA_FAILURE_STAGES: Final[tuple[OtaStage, ...]] = ("failed", "refused", "rolled_back")
+
+
+class OtaProgress(_Message):
+    """On `<prefix>/<device>/ota`: every step of an update, and why one failed."""
+
+    ts: Timestamp
+    release_id: int | None = Field(None, ge=1, le=INT32_MAX)
+    version: Text | None = Field(None, max_length=VERSION_MAX)
+    stage: OtaStage
+    reason: Text | None = Field(None, max_length=REASON_MAX)
+    bytes_done: ByteCount | None = None
+    bytes_total: ByteCount | None = None
+    model: ModelRef | None = None  # what the trap runs after this step
+    previous: ModelRef | None = None  # what it ran before the switch (kept for going back)
+    switch_ms: FiniteFloat | None = Field(None, ge=0, le=1e9)
 
 
 # A look signature: the box's crop as 16x16 greyscale bytes, hex-encoded (row-major). Cheap to
@@ -346,8 +419,15 @@ _TOPIC_SPECS = (
     TopicSpec("detections", "device", 1, False, DetectionMessage, "one message per processed frame"),
     TopicSpec("sequences", "device", 1, False, SequenceSummary, "one summary per closed burst"),
     TopicSpec("heartbeat", "device", 0, False, Heartbeat, "vital signs, best effort"),
-    TopicSpec("ota", "device", 1, False, OtaProgress, "model update progress"),
-    TopicSpec("cmd/model", "server", 1, True, ModelCommand, "the release the trap should run"),
+    TopicSpec("ota", "device", 1, False, OtaProgress, "model update progress and failures"),
+    TopicSpec(
+        "cmd/model",
+        "server",
+        1,
+        True,
+        ModelCommand,
+        "the release the trap should run; an empty retained payload clears it",
+    ),
     TopicSpec(
         "cmd/ignore-regions", "server", 1, True, IgnoreRegionsCommand, "static false positives to demote"
     ),

@@ -20,6 +20,7 @@ from trapline.server.api.routes import (
     learning,
     media,
     models,
+    ota,
     session,
     sites,
     stats,
@@ -56,6 +57,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         labels,
         enrolment,
         sites,
+        ota,
         learning,
         stats,
     ):

@@ -79,6 +79,10 @@ class ServerSettings(BaseSettings):
     map_tile_attribution: str = Field(
         "© OpenStreetMap contributors", description="credit shown on the map for the tiles"
     )
+    ota_client_id: str = Field(
+        "trapline-ota", description="MQTT client id of the rollout controller (publishes model commands)"
+    )
+    ota_tick_s: float = Field(5.0, gt=0, description="how often the rollout controller checks rollouts")
     # --- the learning loop: crop features, clusters, review, retraining -----------------------
     clustering_min_conf: float = Field(
         0.8, ge=0, le=1, description="boxes at or above this confidence are cropped and clustered"

@@ -19,10 +19,10 @@ from trapline.server.models import (
     Detection,
     DetectionFrame,
     Device,
-    DeviceModelStatus,
     HeartbeatSample,
     Sequence,
 )
+from trapline.server.ota.progress import record_progress
 
 
 def _sample_heartbeat(
@@ -159,7 +159,11 @@ def store_batch(
                 "agent_version": message.agent_version,
             }
             if message.model is not None:
-                values |= {"model_name": message.model.name, "model_version": message.model.version}
+                values |= {
+                    "model_name": message.model.name,
+                    "model_version": message.model.version,
+                    "model_sha256": message.model.sha256,
+                }
             session.execute(
                 update(Device)
                 .where(Device.id == item.device_id)
@@ -176,15 +180,7 @@ def store_batch(
             )
             _sample_heartbeat(session, item.device_id, message, now, history)
         elif isinstance(message, OtaProgress):
-            session.add(
-                DeviceModelStatus(
-                    device_id=item.device_id,
-                    version=message.version,
-                    stage=message.stage,
-                    reason=message.reason,
-                    at=message.ts,
-                )
-            )
+            record_progress(session, item.device_id, message, now)
     inserted = _insert_ignore(session, DetectionFrame.__table__, frames, "id")
     new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
     if new_boxes:

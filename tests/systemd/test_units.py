@@ -21,6 +21,7 @@ TARGETS = {
     "trapline-api.service": 3.5,
     "trapline-ingest.service": 3.5,
     "trapline-worker.service": 3.5,
+    "trapline-ota.service": 3.5,
     "trapline-mosquitto-reload.service": 3.5,
 }
 

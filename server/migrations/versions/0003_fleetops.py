@@ -1,7 +1,7 @@
 """fleet operations: sites, device enrolments, deployment details
 
 Revision ID: 0002_fleetops
-Revises: 0002_learning_loop
+Revises: 0002_ota
 Create Date: 2026-11-30 07:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_fleetops"
-down_revision = "0002_learning_loop"  # re-chained after merging main
+down_revision = "0002_ota"  # re-chained after merging main
 branch_labels = None
 depends_on = None
 
