@@ -47,7 +47,9 @@ out=$("$bin/python3" -m trapline.cli --log-level warning edge check --config "$c
 echo "$out"
 echo "$out" | grep -q "found    animal" || { echo "arm64: the cougar was not found" >&2; exit 1; }
 
-# onnx/ultralytics are not part of a trap: their tests skip; slow ones are the broker outages
+# onnx/ultralytics are not part of a trap: their tests skip; slow ones are the broker outages.
+# tests/edge/ota is left out: it builds bundles with onnx and holds the model switch to real-time
+# limits (under 2 s) that emulation, 100-1000x slower, cannot meet.
 "$bin/python3" -m pytest tests/edge -p no:cacheprovider -q -m "not slow" -o addopts="" \
-  --timeout 900 -rs ${ARM64_PYTEST_ARGS:-}
+  --ignore tests/edge/ota --timeout 900 -rs ${ARM64_PYTEST_ARGS:-}
 echo "arm64 check passed in $(( $(date +%s) - started )) s"
