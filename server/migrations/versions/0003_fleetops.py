@@ -1,6 +1,6 @@
 """fleet operations: sites, device enrolments, deployment details
 
-Revision ID: 0002_fleetops
+Revision ID: 0003_fleetops
 Revises: 0002_ota
 Create Date: 2026-11-30 07:00:00
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_fleetops"
+revision = "0003_fleetops"
 down_revision = "0002_ota"  # re-chained after merging main
 branch_labels = None
 depends_on = None
