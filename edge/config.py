@@ -108,8 +108,27 @@ class MqttConfig(_Section):
     tls: TlsConfig | None = Field(None, description="TLS settings; omit for plain TCP")
     backoff_min_s: int = Field(1, ge=1, description="first reconnect delay")
     backoff_max_s: int = Field(120, ge=1, description="longest reconnect delay")
+    stable_after_s: float = Field(
+        60,
+        gt=0,
+        description="the reconnect delay goes back to backoff_min_s only after a link lasted this long",
+    )
     auth_retry_s: float = Field(900, gt=0, description="wait after the broker refuses credentials")
-    max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged messages at once")
+    max_inflight: int = Field(100, ge=1, le=65534, description="unacknowledged messages at once")
+    will_delay_s: int = Field(
+        30,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: the broker publishes `offline` only after this"
+        " long without the trap, so a quick reconnect does not flip its status",
+    )
+    session_expiry_s: int = Field(
+        86400,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: how long the broker keeps the trap's session"
+        " (its commands, the Will's delay) while the trap is away",
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:
@@ -130,6 +149,14 @@ class SpoolConfig(_Section):
     )
     synchronous: Literal["full", "normal"] = Field(
         "full", description="SQLite fsync level: full survives power loss, normal only crashes"
+    )
+    dead_letter_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="messages the broker refused, kept for a look; the oldest go first",
+    )
+    processed_keep_days: float = Field(
+        30, gt=0, description="forget 'frame done' marks after this long, except for files still present"
     )
 
 
@@ -207,6 +234,17 @@ class AgentConfig(_Section):
     )
     heartbeat_interval_s: float = Field(60.0, gt=0, description="seconds between heartbeats")
     max_image_pixels: int = Field(60_000_000, gt=0, description="larger pictures are refused before decoding")
+
+    @model_validator(mode="after")
+    def _username_is_the_device(self) -> AgentConfig:
+        # the broker's ACL lets a trap write only under <prefix>/<its user name>/: another name
+        # would have every message refused (MQTT 5) or silently dropped (MQTT 3.1.1)
+        if self.mqtt.username is not None and self.mqtt.username != self.device_id:
+            raise ValueError(
+                f"mqtt.username {self.mqtt.username!r} must equal device_id {self.device_id!r}"
+                " (the broker lets a trap publish only under its own user name)"
+            )
+        return self
 
 
 def _describe(error: ValidationError) -> str:

@@ -53,6 +53,11 @@ class CommandTransport(Protocol):
 
     def stop(self) -> None: ...
 
+    @property
+    def alive(self) -> bool:
+        """Still able to deliver (its worker thread runs): the agent feeds the watchdog on it."""
+        ...
+
 
 def describe_invalid(kind: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
@@ -238,6 +243,13 @@ class MqttCommandLink:
     def wait_subscribed(self, timeout_s: float) -> bool:
         return self.subscribed.wait(timeout_s)
 
+    @property
+    def alive(self) -> bool:
+        """paho's network thread runs, or a retry after refused credentials is pending."""
+        thread = getattr(self._client, "_thread", None)  # where paho keeps its loop_start thread
+        retrying = self._retry_timer is not None and self._retry_timer.is_alive()
+        return retrying or (isinstance(thread, threading.Thread) and thread.is_alive())
+
     def stop(self) -> None:
         self._stopping.set()
         if self._retry_timer is not None:
@@ -255,6 +267,10 @@ class Downlink:
 
     def start(self) -> None:
         self.transport.start(self.dispatcher.dispatch)
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.alive
 
     def stop(self) -> None:
         self.transport.stop()

@@ -29,6 +29,7 @@ from trapline.manifest import (
     SelfTest,
     Thresholds,
 )
+from trapline.model_source import ModelSource
 
 # Reference frames a trap's self-test runs before it switches to a new model: two animals, one
 # animal, an empty scene. Shrunk so the three add about 100 kB to a bundle.
@@ -116,10 +117,11 @@ def write_reference_frames(pictures: list[Path], out: Path) -> list[str]:
     return names
 
 
-def expected_detections(model_file: Path, frames: list[str]) -> SelfTest:
-    """What the model finds in each reference frame, with the trap's own detector (its manifest
-    must already be beside it): the self-test a trap repeats before switching to this model."""
-    detector = Detector(model_file)
+def expected_detections(model_file: Path, frames: list[str], manifest: ModelManifest) -> SelfTest:
+    """What the model finds in each reference frame, with the trap's own detector configured by
+    `manifest` (classes, input, thresholds) as a trap is: the self-test a trap repeats before
+    switching to this model."""
+    detector = Detector(ModelSource(model_file, model_file.read_bytes(), manifest, signed=False))
     recorded = []
     for name in frames:
         image = decode_image((model_file.parent / name).read_bytes(), _REFERENCE_MAX_PIXELS)
@@ -193,8 +195,7 @@ def build_bundle(
     )
     manifest = sign_bundle(out, manifest, private_key)
     if references:
-        # the detector reads the signed manifest beside the model (classes, input, thresholds)
-        self_test = expected_detections(out / model_name, references)
+        self_test = expected_detections(out / model_name, references, manifest)
         manifest = sign_bundle(out, manifest.model_copy(update={"self_test": self_test}), private_key)
     if archive:
         pack_bundle(out, out.parent / f"{out.name}.tar.gz")  # not with_suffix: "bundle-1.2"

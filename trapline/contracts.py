@@ -20,7 +20,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -188,11 +191,22 @@ class DetectionMessage(_Message):
     model: ModelRef
     inference_ms: FiniteFloat = Field(ge=0, le=1e9)
     detections: list[Detection] = Field(max_length=1000)
+    # True when the trap's clock had not been set when it processed the frame (a Pi without an RTC
+    # before NTP reads 1970) or the capture time predates any real capture: the timestamps are
+    # kept as read, and must not be trusted or used to order anything.
+    clock_unsynced: bool = False
 
     @model_validator(mode="after")
     def _ids_of_this_device(self) -> DetectionMessage:
         _owned_by(self.device_id, self.id, self.sequence_id)
         return self
+
+    @model_serializer(mode="wrap")
+    def _flag_only_when_set(self, handler: SerializerFunctionWrapHandler, _info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not self.clock_unsynced:
+            data.pop("clock_unsynced", None)  # the usual case stays exactly DESIGN.md's message
+        return data
 
 
 class CategorySummary(_Message):
@@ -224,12 +238,21 @@ DeviceState = Literal["online", "offline", "stopped"]
 class StatusMessage(_Message):
     """Retained on `<prefix>/<device>/status`; the Last Will carries state `offline`.
 
-    `ts` is the trap's clock: shown, never used to order states (the server orders by arrival)."""
+    `ts` is the trap's clock when it sent the status: shown, never used to order states (the server
+    orders by arrival). The Last Will has no `ts`: the broker sends it long after it was written,
+    and only the receiver knows when."""
 
     state: DeviceState
-    ts: Timestamp
+    ts: Timestamp | None = None
     agent_version: Text = Field(max_length=VERSION_MAX)
     model: ModelRef | None = None
+
+    @model_serializer(mode="wrap")
+    def _no_empty_ts(self, handler: SerializerFunctionWrapHandler, _info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and self.ts is None:
+            data.pop("ts", None)
+        return data
 
 
 ViewState = Literal["ok", "shifted", "blocked"]
@@ -261,6 +284,13 @@ class Heartbeat(_Message):
     disk_free_bytes: ByteCount | None = None
     cpu_temp_c: FiniteFloat | None = Field(None, ge=-100, le=200)
     last_error: Text | None = Field(None, max_length=REASON_MAX)
+    # Added later; absent from older traps. Messages the broker refused for good (MQTT 5 PUBACK
+    # >= 0x80) or the trap set aside (a topic it may no longer publish on): kept on the trap.
+    dead_letters: ByteCount | None = None
+    # spooled messages moved to this trap's current topics after its device id or prefix changed
+    rehomed: ByteCount | None = None
+    # damaged spools moved aside (each replaced by a fresh one) and still kept beside the spool
+    spool_resets: ByteCount | None = None
     view: ViewCheck | None = None
 
     def to_json(self) -> bytes:

@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
-from trapline.bundle import BundleError, resolve_model_file
+from trapline.bundle import BundleError
 from trapline.contracts import (
     ModelCommand,
     ModelRef,
@@ -54,6 +54,7 @@ from trapline.edge.ota.window import current_reason
 from trapline.formats import MODEL_FORMATS
 from trapline.keyring import Keyring, KeyringError
 from trapline.manifest import ModelManifest
+from trapline.model_source import resolve_model
 from trapline.rollback import verify_rollback
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def load_installed(config: AgentConfig) -> Detector | None:
         return None
     model = config.model
     try:
-        model_file = resolve_model_file(slot, model.keyring)
+        model_file = resolve_model(slot, model.keyring)
     except BundleError as exc:
         raise ModelLoadError(f"installed model {slot}: {exc}") from exc
     return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
@@ -217,7 +218,7 @@ class ModelUpdates:
     def _load_slot(self, slot: str) -> Detector:
         model = self.config.model
         try:
-            model_file = resolve_model_file(self.slots.path(slot), model.keyring)
+            model_file = resolve_model(self.slots.path(slot), model.keyring)
         except BundleError as exc:
             raise ModelLoadError(f"refusing model bundle: {exc}") from exc
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
@@ -262,6 +263,11 @@ class ModelUpdates:
             self._send(payload)
         self._early_reports.clear()
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """The update thread runs (the agent feeds the watchdog only while it does)."""
+        return self._thread.is_alive()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()

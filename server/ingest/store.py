@@ -153,9 +153,11 @@ def store_batch(
                 }
             )
         elif isinstance(message, StatusMessage):
+            # the Last Will carries no trap time: it happened when the broker sent it
+            state_at = message.ts or now
             values: dict[str, Any] = {
                 "state": message.state,
-                "state_at": message.ts,
+                "state_at": state_at,
                 "agent_version": message.agent_version,
             }
             if message.model is not None:
@@ -167,7 +169,7 @@ def store_batch(
             session.execute(
                 update(Device)
                 .where(Device.id == item.device_id)
-                .where(func.coalesce(Device.state_at, message.ts) <= message.ts)  # never go back in time
+                .where(func.coalesce(Device.state_at, state_at) <= state_at)  # never go back in time
                 .values(**values)
             )
         elif isinstance(message, Heartbeat):

@@ -23,6 +23,7 @@ from trapline.cli.broker import MosquittoBroker
 from trapline.edge.config import PACKAGED_MODEL
 from trapline.edge.ota.slots import SlotStore
 from trapline.edge.ota.updater import CRASH_AT_ENV, PHASES
+from trapline.edge.spool import DetectionSpool
 from trapline.files import file_sha256
 
 PACKAGED_SHA = file_sha256(PACKAGED_MODEL / "model.onnx")
@@ -103,7 +104,11 @@ def test_a_model_switch_loses_no_frame(
     detections = sorted(
         {p["id"]: p for p in collector.payloads("/detections")}.values(), key=lambda p: p["id"]
     )
-    assert [p["id"] for p in detections] == [f"trap-07:{n:09d}" for n in range(1, frames + 1)]  # none lost
+    spool = DetectionSpool(tmp_path / "state" / "spool.sqlite", max_bytes=1 << 30)
+    installation = spool.installation_id
+    spool.close()
+    ids = [f"trap-07:{installation}:{n:09d}" for n in range(1, frames + 1)]
+    assert [p["id"] for p in detections] == ids  # none lost
     shas = [p["model"]["sha256"] for p in detections]
     switch_at = shas.index(release_v2.model_sha256)
     # one clean cut: old model before, new model after, never back and forth
