@@ -146,7 +146,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
     _cli("server", "migrate", env=env)
     credentials: dict[str, tuple[str, str]] = {}
     for device in TRAPS:
-        out = _cli("server", "device", "add", device, "--name", f"Demo {device}", env=env)
+        out = _cli("server", "device", "add", device, "--name", f"Demo {device}", "--credentials", env=env)
         mqtt_password = out.split("password ")[1].split()[0]
         upload_token = out.split("upload token ")[1].split()[0]
         credentials[device] = (mqtt_password, upload_token)

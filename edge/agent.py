@@ -27,6 +27,7 @@ from trapline.contracts import (
     SequenceSummary,
     StatusMessage,
     TopicKind,
+    ViewCheck,
     topic,
     utc_now,
 )
@@ -36,16 +37,18 @@ from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.candidates import CandidateSampler
 from trapline.edge.clock import clock_unsynced
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
+from trapline.edge.deployment import DeploymentReporter
 from trapline.edge.detector import Detector, FrameResult
 from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.ota.updater import ModelUpdates
-from trapline.edge.pictures import crops, thumbnail
+from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
 from trapline.edge.rehome import rehome_spool, rehomed_total
+from trapline.edge.scene import SceneReference
 from trapline.edge.sources import Frame, FrameSource, make_source
 from trapline.edge.spool import (
     PRIORITY_EMPTY_FRAME,
@@ -160,6 +163,48 @@ class Agent:
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
         self.last_inference_ms = 0.0
+        self.scene = self._load_scene()
+        self.view: ViewCheck | None = None
+        self._next_scene_check = 0.0
+        self.deployment_reporter = self._deployment_reporter()
+
+    def _load_scene(self) -> SceneReference | None:
+        scene = self.config.scene
+        if scene.reference is None:
+            return None
+        try:
+            reference = decode_image(scene.reference.read_bytes(), self.config.max_image_pixels)
+        except (OSError, BadImageError) as exc:
+            log.error("no tamper check: cannot read the reference photo %s (%s)", scene.reference, exc)
+            return None
+        return SceneReference(reference, scene.shifted_below, scene.blocked_below)
+
+    def _deployment_reporter(self) -> DeploymentReporter | None:
+        record, url, token = self.config.deployment_file, self.config.upload.url, self.config.upload.token()
+        if record is None or not url or not token:
+            return None
+        return DeploymentReporter(url, token.get_secret_value(), record, self.config.scene.reference)
+
+    def _check_scene(self, image: np.ndarray, night: bool) -> None:
+        """Now and then, a daytime frame against the reference photo (tamper, drift)."""
+        now = time.monotonic()
+        if self.scene is None or night or now < self._next_scene_check:
+            return
+        self._next_scene_check = now + self.config.scene.check_interval_s
+        result = self.scene.compare(image)
+        self.view = ViewCheck(
+            state=result.state,
+            features_in_place=result.features_in_place,
+            detail=result.detail,
+            checked_at=utc_now(),
+        )
+        if result.state != "ok":
+            log.warning(
+                "the camera's view is %s (features in place %.2f, detail %.2f): check the trap",
+                result.state,
+                result.features_in_place,
+                result.detail,
+            )
 
     def _topic(self, kind: TopicKind) -> str:
         return topic(self.config.mqtt.prefix, self.config.device_id, kind)
@@ -185,6 +230,8 @@ class Agent:
             return
         result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
+        night = is_night(image)
+        self._check_scene(image, night)
         detections, demoted = self.ignore_regions.apply(image, result.detections)
         if demoted:
             log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
@@ -204,7 +251,7 @@ class Agent:
                 sha256=hashlib.sha256(data).hexdigest(),
                 width=image.shape[1],
                 height=image.shape[0],
-                night=is_night(image),
+                night=night,
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
@@ -256,6 +303,10 @@ class Agent:
         mode = self.config.upload.mode
         if mode == "none" or not detections:
             return []
+        if self.config.privacy.blur_people and any(d.category == "person" for d in detections):
+            # the site's rule: nothing identifiable leaves the trap, the full frame included
+            image = blur_boxes(image, detections)
+            data = encode_jpeg(image)
         blobs: list[tuple[str, bytes]] = [
             ("crop", c) for c in crops(image, detections, self.config.upload.crop_margin)
         ]
@@ -286,6 +337,8 @@ class Agent:
         """Best effort, after the frame is safely spooled: a lost candidate is only a smaller sample."""
         below = self.detector.below_threshold(result, sampler.config.floor)
         below, _ = self.ignore_regions.apply(image, below, count=False)  # a known stump is no animal
+        if self.config.privacy.blur_people:  # the site's rule holds for candidates too, weak boxes included
+            image = blur_boxes(image, [*message.detections, *below])
         try:
             if sampler.offer(message.id, message.captured_at, image, below, message.detections):
                 self.uploader.notify()
@@ -353,6 +406,7 @@ class Agent:
             dead_letters=self.spool.dead_letter_count,
             rehomed=rehomed_total(self.spool),
             spool_resets=self.spool.resets,
+            view=self.view,
         )
 
     def run(self, drain_timeout_s: float = float("inf")) -> int:
@@ -362,6 +416,8 @@ class Agent:
         self.uploader.start()
         self.updates.start(self)
         self.downlink.start()
+        if self.deployment_reporter is not None:
+            self.deployment_reporter.start()
         sd_notify("READY=1")
         self._watchdog_s = watchdog_interval_s()
         exhausted = False
@@ -392,6 +448,8 @@ class Agent:
             sd_notify("STOPPING=1")
             self.downlink.stop()
             self.updates.stop()
+            if self.deployment_reporter is not None:
+                self.deployment_reporter.stop()
             self.uploader.stop()
             self.publisher.stop("stopped")
             self.spool.close()

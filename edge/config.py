@@ -205,6 +205,30 @@ class UploadConfig(_Section):
         return read_secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL, self.token_file)
 
 
+class PrivacyConfig(_Section):
+    blur_people: bool = Field(
+        False,
+        description="blur every `person` box before a picture is written for upload (a site's rule:"
+        " no identifiable person leaves the trap)",
+    )
+
+
+class SceneConfig(_Section):
+    reference: Path | None = Field(
+        None, description="photo of the scene as set up (provisioning takes it); None: no tamper check"
+    )
+    check_interval_s: float = Field(1800, ge=10, description="compare a daytime frame this often")
+    shifted_below: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="share of the reference's features still in place under which the view moved",
+    )
+    blocked_below: float = Field(
+        0.25, ge=0, le=1, description="detail left (vs the reference) under which the view is blocked"
+    )
+
+
 class BurstConfig(_Section):
     gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
 
@@ -217,9 +241,15 @@ class AgentConfig(_Section):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    scene: SceneConfig = Field(default_factory=SceneConfig)
     ota: OtaConfig = Field(default_factory=OtaConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
+    )
+    deployment_file: Path | None = Field(
+        None,
+        description="the deployment record `trapline provision` wrote; sent to the server until it has it",
     )
     heartbeat_interval_s: float = Field(60.0, gt=0, description="seconds between heartbeats")
     max_image_pixels: int = Field(60_000_000, gt=0, description="larger pictures are refused before decoding")

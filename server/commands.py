@@ -1,5 +1,6 @@
-"""`trapline server ...`: migrate, ingest, api, worker, device add, token create, mqtt-auth, and the
-model updates: release add/grant, group set, rollout start/pause/resume/rollback, ota."""
+"""`trapline server ...`: migrate, ingest, api, worker, device (add, token, enrol-offline,
+decommission), site add, token create, mqtt-auth, and the model updates: release add/grant,
+group set, rollout start/pause/resume/rollback, ota."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from trapline.server.core.config import ServerSettings
+    from trapline.server.fleet import IssuedToken
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +68,133 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_line(issued: IssuedToken) -> str:
+    expires = f"{issued.expires_at:%Y-%m-%d %H:%M} UTC"
+    return f"{issued.device_id}  enrolment token {issued.token}  (expires {expires})"
+
+
+def _device_ids(args: argparse.Namespace) -> list[str]:
+    if args.count is None:
+        return [args.device_id]
+    return [f"{args.device_id}{n:0{args.digits}d}" for n in range(args.start, args.start + args.count)]
+
+
 def _device_add(args: argparse.Namespace) -> int:
+    """Register traps; print each one's one-time enrolment token (or, with --credentials, the
+    MQTT password and upload token directly, for a trap set up by hand)."""
+    from trapline.server.broker_auth import sync_broker
     from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.fleet import RegistryError, issue_enrolment_token
     from trapline.server.models import Device
     from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
-    upload_token, mqtt_password = new_token(), new_token()
-    factory = session_factory(make_engine(_settings().database_url))
-    with transaction(factory) as session:
-        device = session.get(Device, args.device_id) or Device(id=args.device_id, state="unknown")
-        device.name = args.name or device.name
-        device.token_hash = hash_token(upload_token)
-        device.mqtt_password_line = mosquitto_password_line(args.device_id, mqtt_password)
-        device.last_seen_at = device.last_seen_at or datetime.now(UTC)
-        session.add(device)
-    print(f"device {args.device_id} registered. Give the technician, once:")
-    print(f"  MQTT user {args.device_id}, password {mqtt_password}")
-    print(f"  upload token {upload_token}")
-    print("then run `trapline server mqtt-auth` and reload mosquitto")
+    settings = _settings()
+    factory = session_factory(make_engine(settings.database_url))
+    try:
+        with transaction(factory) as session:
+            for device_id in _device_ids(args):
+                issued = issue_enrolment_token(session, settings, device_id, args.site)
+                device = session.get_one(Device, device_id)  # issue_enrolment_token registered it
+                device.name = args.name or device.name
+                device.last_seen_at = device.last_seen_at or datetime.now(UTC)
+                if not args.credentials:
+                    print(_token_line(issued))
+                    continue
+                upload_token, mqtt_password = new_token(), new_token()
+                device.token_hash = hash_token(upload_token)
+                device.mqtt_password_line = mosquitto_password_line(device_id, mqtt_password)
+                print(f"device {device_id} registered. Give the technician, once:")
+                print(f"  MQTT user {device_id}, password {mqtt_password}")
+                print(f"  upload token {upload_token}")
+    except RegistryError as exc:
+        print(f"error: {exc}")
+        return 2
+    with factory() as session:
+        files = sync_broker(session, settings)
+    if args.credentials and files is None:
+        print("then run `trapline server mqtt-auth` and reload mosquitto")
+    return 0
+
+
+def _device_token(args: argparse.Namespace) -> int:
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.models import Device
+
+    settings = _settings()
+    from trapline.server.fleet import issue_enrolment_token
+
+    with transaction(session_factory(make_engine(settings.database_url))) as session:
+        if session.get(Device, args.device_id) is None:
+            print(f"error: no device {args.device_id!r}")
+            return 2
+        issued = issue_enrolment_token(session, settings, args.device_id, args.site)
+    print(
+        f"{args.device_id}  enrolment token {issued.token}  (expires {issued.expires_at:%Y-%m-%d %H:%M} UTC)"
+    )
+    return 0
+
+
+def _device_enrol_offline(args: argparse.Namespace) -> int:
+    """Enrol a trap here, on the server, and write its answer to a file for a site without network
+    (the file holds the trap's secrets: 0600; carry it on the technician's USB stick)."""
+    from trapline.enrolment import EnrolmentRequest
+    from trapline.files import atomic_write
+    from trapline.server.broker_auth import sync_broker
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.fleet import RegistryError, enrol, issue_enrolment_token
+
+    settings = _settings()
+    if settings.public_url is None:
+        print("error: set TRAPLINE_SERVER_PUBLIC_URL (where traps upload) for an offline enrolment")
+        return 2
+    try:
+        with transaction(session_factory(make_engine(settings.database_url))) as session:
+            issued = issue_enrolment_token(session, settings, args.device_id, args.site)
+            request = EnrolmentRequest(
+                token=issued.token,  # type: ignore[arg-type]
+                device_id=args.device_id,
+                site=args.site,
+                agent_version="offline",
+            )
+            answer = enrol(session, settings, request, settings.public_url)
+    except RegistryError as exc:
+        print(f"error: {exc}")
+        return 2
+    with session_factory(make_engine(settings.database_url))() as session:
+        sync_broker(session, settings)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out, answer.to_json(), 0o600)
+    print(f"wrote {args.out} for {args.device_id} (secrets inside: mode 0600, hand it over, then delete it)")
+    print(f"on the trap: trapline provision --offline {args.out.name} --device {args.device_id} ...")
+    return 0
+
+
+def _device_decommission(args: argparse.Namespace) -> int:
+    from trapline.server.broker_auth import sync_broker
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.fleet import RegistryError, decommission
+
+    settings = _settings()
+    try:
+        with transaction(session_factory(make_engine(settings.database_url))) as session:
+            decommission(session, settings, args.device_id)
+    except RegistryError as exc:
+        print(f"error: {exc}")
+        return 2
+    with session_factory(make_engine(settings.database_url))() as session:
+        sync_broker(session, settings)
+    print(f"{args.device_id}: deployment ended, credentials revoked (its data stays)")
+    return 0
+
+
+def _site_add(args: argparse.Namespace) -> int:
+    from trapline.server.db import make_engine, session_factory, transaction
+    from trapline.server.fleet import add_site
+
+    with transaction(session_factory(make_engine(_settings().database_url))) as session:
+        site = add_site(session, args.site_id, args.name, args.blur_people)
+        blur = "people blurred on the trap" if site.blur_people else "no blurring"
+    print(f"site {args.site_id}: {blur}")
     return 0
 
 
@@ -104,26 +215,16 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _mqtt_auth(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from trapline.credentials import reveal
+    from trapline.server.broker_auth import reload_broker, write_broker_auth
     from trapline.server.db import make_engine, session_factory
-    from trapline.server.models import Device
-    from trapline.server.security import mosquitto_acl, mosquitto_password_line
 
     settings = _settings()
     factory = session_factory(make_engine(settings.database_url))
     with factory() as session:
-        lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
-    server_password = reveal(settings.mqtt_password) or ""
-    if settings.mqtt_username:
-        lines.insert(0, mosquitto_password_line(settings.mqtt_username, server_password))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "passwd").write_text("\n".join(lines) + "\n")
-    (args.out / "passwd").chmod(0o600)
-    server_users = [settings.mqtt_username] if settings.mqtt_username else []
-    (args.out / "acl").write_text(mosquitto_acl(settings.mqtt_prefix, server_users))
-    print(f"wrote {args.out / 'passwd'} ({len(lines)} users) and {args.out / 'acl'}")
+        files = write_broker_auth(session, settings, args.out)
+    print(f"wrote {files.passwd} ({files.users} users) and {files.acl}")
+    if settings.mosquitto_pid_file is not None and reload_broker(settings.mosquitto_pid_file):
+        print("mosquitto reloaded them")
     return 0
 
 
@@ -301,10 +402,41 @@ def register(server: argparse.ArgumentParser) -> None:
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(handler=_api)
     device = sub.add_parser("device", help="traps").add_subparsers(dest="device_command", required=True)
-    add = device.add_parser("add", help="register a trap: MQTT password and upload token")
-    add.add_argument("device_id")
+    add = device.add_parser("add", help="register a trap (or a batch) and print its one-time enrolment token")
+    add.add_argument("device_id", help="the id, or with --count the prefix (trap- gives trap-001, ...)")
     add.add_argument("--name")
+    add.add_argument("--site", help="the site it will stand at (trapline server site add)")
+    add.add_argument("--count", type=int, help="register a batch of this many")
+    add.add_argument("--start", type=int, default=1, help="first number of a batch")
+    add.add_argument("--digits", type=int, default=3, help="digits of a batch's numbers")
+    add.add_argument(
+        "--credentials",
+        action="store_true",
+        help="print the MQTT password and upload token now (a trap set up by hand, no enrolment)",
+    )
     add.set_defaults(handler=_device_add)
+    tok = device.add_parser("token", help="a new one-time enrolment token for a registered trap")
+    tok.add_argument("device_id")
+    tok.add_argument("--site")
+    tok.set_defaults(handler=_device_token)
+    offline = device.add_parser(
+        "enrol-offline", help="enrol a trap now and write its answer to a file (a site without network)"
+    )
+    offline.add_argument("device_id")
+    offline.add_argument("--site")
+    offline.add_argument("--out", type=Path, required=True, help="the file to carry to the trap")
+    offline.set_defaults(handler=_device_enrol_offline)
+    gone = device.add_parser("decommission", help="end a trap's deployment and revoke its credentials")
+    gone.add_argument("device_id")
+    gone.set_defaults(handler=_device_decommission)
+    site = sub.add_parser("site", help="sites").add_subparsers(dest="site_command", required=True)
+    site_add = site.add_parser("add", help="create or change a site")
+    site_add.add_argument("site_id")
+    site_add.add_argument("--name")
+    site_add.add_argument(
+        "--blur-people", action="store_true", help="traps here blur people before uploading any picture"
+    )
+    site_add.set_defaults(handler=_site_add)
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     create = token.add_parser("create", help="a new API token (printed once)")
     create.add_argument("name")

@@ -99,6 +99,39 @@ class Deployment(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     start: Mapped[datetime]
     end: Mapped[datetime | None]
+    # recorded by `trapline provision` (Camtrap DP deployment fields); migration 0002_fleetops
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    camera_height_m: Mapped[float | None] = mapped_column(Float)
+    camera_heading_deg: Mapped[float | None] = mapped_column(Float)
+    camera_tilt_deg: Mapped[float | None] = mapped_column(Float)
+    # the scene as set up, content-addressed in the media store (the trap compares against it)
+    reference_photo_sha256: Mapped[str | None] = mapped_column(String(64))
+    setup_by: Mapped[str | None] = mapped_column(String(100))
+    comments: Mapped[str | None] = mapped_column(String(REASON_MAX))
+
+
+class Site(Base):
+    """A place traps stand at, with the rules the traps there apply (privacy)."""
+
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    blur_people: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class DeviceEnrolment(Base):
+    """A device's registration: its one-time enrolment token (hash), when it expires and when it
+    was used, and when the device was taken out of service. One row per device."""
+
+    __tablename__ = "device_enrolments"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"))
+    token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    token_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    enrolled_at: Mapped[datetime | None]
+    decommissioned_at: Mapped[datetime | None]
 
 
 class Media(Base):

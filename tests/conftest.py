@@ -29,6 +29,9 @@ SAMPLES = ROOT / "edge" / "samples"
 SHARED = ROOT.parent / "shared"
 CAMTRAP = SHARED / "data" / "camtrap-dev"
 SHARED_WEIGHTS = SHARED / "weights"
+# Waits on a spawned process are multiplied by this: `make arm64-check` runs the tests under
+# qemu-aarch64, where starting Python and loading a model take a minute, not a second.
+TIME_SCALE = float(os.environ.get("TRAPLINE_TEST_TIME_SCALE", "1"))
 
 
 def needs_shared(path: Path) -> Path:

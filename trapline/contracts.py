@@ -262,8 +262,23 @@ class StatusMessage(_Message):
         return data
 
 
+ViewState = Literal["ok", "shifted", "blocked"]
+
+
+class ViewCheck(_Message):
+    """The last comparison of a daytime frame with the scene's reference photo (tamper, drift)."""
+
+    state: ViewState
+    features_in_place: UnitFloat  # share of the reference's features found where they were
+    detail: UnitFloat  # the frame's edge energy against the reference's (a covered lens: near 0)
+    checked_at: Timestamp
+
+
 class Heartbeat(_Message):
-    """QoS 0 on `<prefix>/<device>/heartbeat`: how the trap is doing."""
+    """QoS 0 on `<prefix>/<device>/heartbeat`: how the trap is doing.
+
+    `view` was added later: a trap leaves it out until it has compared a frame with its reference
+    photo, so a heartbeat without it still reads as before."""
 
     schema_: Literal["trapline.heartbeat/1"] = Field(HEARTBEAT_SCHEMA, alias="schema")
     ts: Timestamp
@@ -283,6 +298,12 @@ class Heartbeat(_Message):
     rehomed: ByteCount | None = None
     # damaged spools moved aside (each replaced by a fresh one) and still kept beside the spool
     spool_resets: ByteCount | None = None
+    view: ViewCheck | None = None
+
+    def to_json(self) -> bytes:
+        # no `view` key at all until there is one: servers older than the field still accept it
+        exclude = {"view"} if self.view is None else None
+        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
 
 # --- over-the-air model updates ------------------------------------------------------------------

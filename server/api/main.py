@@ -12,6 +12,7 @@ from trapline.server.api.routes import (
     deployments,
     detections,
     devices,
+    enrolment,
     exports,
     inference,
     jobs,
@@ -21,6 +22,7 @@ from trapline.server.api.routes import (
     models,
     ota,
     session,
+    sites,
     stats,
 )
 from trapline.server.core.config import ServerSettings
@@ -53,6 +55,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        enrolment,
+        sites,
         ota,
         learning,
         stats,

@@ -163,6 +163,38 @@ class ServerSettings(BaseSettings):
             timedelta(seconds=self.heartbeat_sample_s), timedelta(days=self.heartbeat_history_days)
         )
 
+    # --- fleet operations: what enrolment hands a new trap, and the broker's credentials ---------
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the server's address as traps reach it (uploads); default: the enrolment request's",
+    )
+    trap_mqtt_host: str | None = Field(
+        None, description="the broker's host as traps reach it (default mqtt_host)"
+    )
+    trap_mqtt_port: int | None = Field(
+        None, ge=1, le=65535, description="its port for traps (default mqtt_port)"
+    )
+    trap_mqtt_tls: bool = Field(
+        False, description="traps connect with TLS (port 8883 in the Mosquitto template)"
+    )
+    trap_mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate handed to traps at enrolment (a private CA); omit for a public one"
+    )
+    enrolment_token_hours: float = Field(
+        72, gt=0, le=24 * 90, description="an enrolment token expires this long after it was issued"
+    )
+    mosquitto_auth_dir: Path | None = Field(
+        None,
+        description="where the server keeps Mosquitto's password file and ACL up to date (passwd, acl);"
+        " None: run `trapline server mqtt-auth` by hand",
+    )
+    mosquitto_pid_file: Path | None = Field(
+        None,
+        description="Mosquitto's pid file: the server sends it SIGHUP after changing credentials (same"
+        " user only; under systemd the trapline-mosquitto-reload.path unit reloads instead)",
+    )
+
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"

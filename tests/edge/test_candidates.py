@@ -138,3 +138,41 @@ def test_a_square_crop_stays_inside_the_picture() -> None:
     crop = square_crop(image, (0.9, 0.2, 0.1, 0.3), 224)  # 20 x 30 px at the right edge
     assert crop.shape == (30, 30, 3) and crop[:, -10:].min() == 255 and crop[:, :20].max() == 0
     assert square_crop(image, (0.0, 0.0, 1.0, 1.0), 64).shape == (64, 64, 3)  # no larger than the picture
+
+
+def test_a_site_that_covers_people_covers_them_in_candidates_too(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from trapline.edge.agent import Agent
+    from trapline.edge.config import AgentConfig
+    from trapline.edge.pictures import blur_boxes
+
+    deer = SAMPLES / "sw-deer-IMAG0107.jpg"
+    agent = Agent(AgentConfig.model_validate({
+        "device_id": "trap-07", "source": {"type": "replay", "files": [str(deer)]},
+        "spool": {"path": str(tmp_path / "spool.sqlite")}, "quarantine_dir": str(tmp_path / "q"),
+        "upload": {"url": "http://127.0.0.1:9", "mode": "crops"}, "privacy": {"blur_people": True},
+    }))  # fmt: skip
+    assert agent.candidates is not None
+    image = photo(deer.name)
+    result = agent.detector.detect(image)
+    (weak,) = agent.detector.below_threshold(result, 0.1)
+    x, y, w, h = weak.bbox
+    person = Detection(category="person", conf=0.9, bbox=(max(0.0, x - w / 2), y, w * 0.6, h))  # beside it
+    message = SimpleNamespace(id="trap-07:000000001", captured_at=DAY, detections=[person])
+    agent._sample_candidates(agent.candidates, message, image, result)  # type: ignore[arg-type]
+    (kept,) = agent.candidates.kept
+    sent = cv2.imdecode(np.fromfile(agent.candidates.folder / kept.file, np.uint8), cv2.IMREAD_COLOR)
+    covered = square_crop(blur_boxes(image, [person]), weak.bbox, 224)
+    bare = square_crop(image, weak.bbox, 224)
+    assert sent is not None and sent.shape == covered.shape
+    hidden = np.abs(covered.astype(int) - bare).max(axis=2) > 40  # where the person's box lies
+    assert hidden.sum() > 1000
+    # what was sent there is the cover (up to JPEG), not the person
+    assert (
+        np.abs(sent.astype(int) - covered)[hidden].mean()
+        < 10
+        < 40
+        < np.abs(sent.astype(int) - bare)[hidden].mean()
+    )
+    agent.spool.close()
