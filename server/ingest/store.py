@@ -1,40 +1,94 @@
-"""Write a batch of accepted messages in one transaction; each detection id at most once."""
+"""Write a batch of accepted messages in one transaction; every message at most once.
+
+Idempotency: a detection or sequence is stored once per id, an OTA progress report once per
+(device, version, stage, time), a dead letter once per (topic, payload) digest, so a message the
+broker delivers again (the worker died after the commit, before the acknowledgement) is a no-op.
+
+Device state follows the order in which the server received the messages, never the trap's
+clock: a trap without a real-time clock says 1970 until NTP answers, and a broken one may say
+2099. Such timestamps are stored as sent and flagged (`clock_suspect`), never used to order.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
 from trapline.server.ingest.validate import Accepted
-from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
+from trapline.server.models import (
+    DeadLetter,
+    Detection,
+    DetectionFrame,
+    Device,
+    DeviceModelStatus,
+    Sequence,
+)
+
+# A trap's clock is implausible before this (a Pi without an RTC starts at 1970) or this far ahead
+# of the server's.
+CLOCK_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_AHEAD = timedelta(days=1)
+DEAD_PAYLOAD_KEPT = 65536
 
 
-def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> set[str]:
-    """INSERT ... ON CONFLICT DO NOTHING; returns the keys actually inserted."""
+def printable(text: str) -> str:
+    """`text` without control characters (PostgreSQL refuses NUL; logs and screens the rest)."""
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
+
+
+def clock_suspect(ts: datetime, received_at: datetime) -> bool:
+    """True when a trap's timestamp cannot be right (clock not set yet, or far in the future)."""
+    return ts < CLOCK_EARLIEST or ts > received_at + CLOCK_AHEAD
+
+
+@dataclass(frozen=True)
+class DeadLetterIn:
+    topic: str
+    reason: str
+    payload: bytes
+    received_at: datetime | None = None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.topic.encode() + b"\0" + self.payload).hexdigest()
+
+
+def _insert(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _insert_ignore(
+    session: Session, table: Table, rows: list[dict[str, Any]], keys: list[str], returning: str | None
+) -> set[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING; the `returning` values of the rows actually inserted."""
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = _insert(session)(table).on_conflict_do_nothing(index_elements=keys)
+    if returning is None:
+        session.execute(statement, rows)
+        return set()
     # executemany + RETURNING: one cached statement ("insertmanyvalues"), not a fresh
     # 10,000-parameter VALUES list compiled for every batch
-    statement = make(table).on_conflict_do_nothing(index_elements=[key]).returning(getattr(table.c, key))
-    return {row[0] for row in session.execute(statement, rows)}
+    return {row[0] for row in session.execute(statement.returning(table.c[returning]), rows)}
 
 
 def _known_devices(session: Session, device_ids: set[str], now: datetime, auto_register: bool) -> set[str]:
-    known = set(session.scalars(select(Device.id).where(Device.id.in_(device_ids))))
+    if not device_ids:
+        return set()
     if auto_register:
-        for device_id in device_ids - known:
-            session.add(Device(id=device_id, state="unknown", last_seen_at=now))
-        session.flush()
+        rows = [{"id": d, "state": "unknown", "last_seen_at": now} for d in sorted(device_ids)]
+        _insert_ignore(session, Device.__table__, rows, ["id"], None)  # type: ignore[arg-type]
         known = set(device_ids)
+    else:
+        known = set(session.scalars(select(Device.id).where(Device.id.in_(device_ids))))
     if known:
         session.execute(update(Device).where(Device.id.in_(known)).values(last_seen_at=now))
     return known
@@ -47,58 +101,108 @@ class StoreResult:
     dead_letters: int  # malformed, plus messages from devices nobody registered
 
 
+def _frame_row(message: DetectionMessage, received_at: datetime) -> dict[str, Any]:
+    cats = sorted({d.category for d in message.detections})
+    return {
+        "id": message.id,
+        "device_id": message.device_id,
+        "captured_at": message.captured_at,
+        "processed_at": message.processed_at,
+        "received_at": received_at,
+        "sequence_id": message.sequence_id,
+        "frame_index": message.frame_index,
+        "image_file": message.image.file,
+        "image_sha256": message.image.sha256,
+        "width": message.image.width,
+        "height": message.image.height,
+        "night": message.image.night,
+        "model_name": message.model.name,
+        "model_version": message.model.version,
+        "inference_ms": message.inference_ms,
+        "detection_count": len(message.detections),
+        "max_conf": max((d.conf for d in message.detections), default=0.0),
+        "categories": "," + ",".join(cats) + "," if cats else "",
+        "clock_suspect": clock_suspect(message.captured_at, received_at),
+    }
+
+
+def _box_rows(message: DetectionMessage) -> list[dict[str, Any]]:
+    return [
+        {
+            "frame_id": message.id,
+            "category": d.category,
+            "conf": d.conf,
+            "x": d.bbox[0],
+            "y": d.bbox[1],
+            "w": d.bbox[2],
+            "h": d.bbox[3],
+        }
+        for d in message.detections
+    ]
+
+
+def _store_status(session: Session, item: Accepted, message: StatusMessage) -> None:
+    values: dict[str, Any] = {
+        "state": message.state,
+        "state_at": message.ts,
+        "state_received_at": item.received_at,
+        "agent_version": message.agent_version,
+        "clock_suspect": clock_suspect(message.ts, item.received_at),
+    }
+    if message.model is not None:
+        values |= {"model_name": message.model.name, "model_version": message.model.version}
+    session.execute(
+        update(Device)
+        .where(Device.id == item.device_id)
+        # arrival order: a Last Will sent after a kill -9 wins over the "online" before it,
+        # whatever either claims about the time
+        .where(or_(Device.state_received_at.is_(None), Device.state_received_at <= item.received_at))
+        .values(**values)
+    )
+
+
+def _store_heartbeat(session: Session, item: Accepted, message: Heartbeat) -> None:
+    session.execute(
+        update(Device)
+        .where(Device.id == item.device_id)
+        .where(or_(Device.last_heartbeat_at.is_(None), Device.last_heartbeat_at <= item.received_at))
+        .values(
+            last_heartbeat_at=item.received_at,
+            heartbeat=message.model_dump(mode="json", by_alias=True),
+            clock_suspect=clock_suspect(message.ts, item.received_at),
+        )
+    )
+
+
 def store_batch(
-    session: Session, batch: Seq[Accepted], dead: Seq[tuple[str, str, bytes]], auto_register: bool = False
+    session: Session,
+    batch: Seq[Accepted],
+    dead: Seq[DeadLetterIn | tuple[str, str, bytes]],
+    auto_register: bool = False,
 ) -> StoreResult:
     """Store a batch of messages and dead letters in the caller's transaction."""
     now = datetime.now(UTC)
     known = _known_devices(session, {a.device_id for a in batch}, now, auto_register)
-    dead = list(dead)
-    dead += [
-        (a.topic, f"unknown device {a.device_id!r}", a.payload) for a in batch if a.device_id not in known
+    letters = [d if isinstance(d, DeadLetterIn) else DeadLetterIn(*d) for d in dead]
+    letters += [
+        DeadLetterIn(a.topic, f"unknown device {a.device_id!r}", a.payload, a.received_at)
+        for a in batch
+        if a.device_id not in known
     ]
-    batch = [a for a in batch if a.device_id in known]
     frames: list[dict[str, Any]] = []
     boxes: dict[str, list[dict[str, Any]]] = {}
     sequences: list[dict[str, Any]] = []
+    progress: list[dict[str, Any]] = []
+    # only the newest status and heartbeat of each trap in this batch matter (arrival order)
+    statuses: dict[str, tuple[Accepted, StatusMessage]] = {}
+    heartbeats: dict[str, tuple[Accepted, Heartbeat]] = {}
     for item in batch:
+        if item.device_id not in known:
+            continue
         message = item.message
         if isinstance(message, DetectionMessage):
-            cats = sorted({d.category for d in message.detections})
-            frames.append(
-                {
-                    "id": message.id,
-                    "device_id": message.device_id,
-                    "captured_at": message.captured_at,
-                    "processed_at": message.processed_at,
-                    "received_at": now,
-                    "sequence_id": message.sequence_id,
-                    "frame_index": message.frame_index,
-                    "image_file": message.image.file,
-                    "image_sha256": message.image.sha256,
-                    "width": message.image.width,
-                    "height": message.image.height,
-                    "night": message.image.night,
-                    "model_name": message.model.name,
-                    "model_version": message.model.version,
-                    "inference_ms": message.inference_ms,
-                    "detection_count": len(message.detections),
-                    "max_conf": max((d.conf for d in message.detections), default=0.0),
-                    "categories": "," + ",".join(cats) + "," if cats else "",
-                }
-            )
-            boxes[message.id] = [
-                {
-                    "frame_id": message.id,
-                    "category": d.category,
-                    "conf": d.conf,
-                    "x": d.bbox[0],
-                    "y": d.bbox[1],
-                    "w": d.bbox[2],
-                    "h": d.bbox[3],
-                }
-                for d in message.detections
-            ]
+            frames.append(_frame_row(message, item.received_at))
+            boxes[message.id] = _box_rows(message)
         elif isinstance(message, SequenceSummary):
             sequences.append(
                 {
@@ -112,50 +216,45 @@ def store_batch(
                 }
             )
         elif isinstance(message, StatusMessage):
-            values: dict[str, Any] = {
-                "state": message.state,
-                "state_at": message.ts,
-                "agent_version": message.agent_version,
-            }
-            if message.model is not None:
-                values |= {"model_name": message.model.name, "model_version": message.model.version}
-            session.execute(
-                update(Device)
-                .where(Device.id == item.device_id)
-                .where(func.coalesce(Device.state_at, message.ts) <= message.ts)  # never go back in time
-                .values(**values)
-            )
+            statuses[item.device_id] = (item, message)
         elif isinstance(message, Heartbeat):
-            session.execute(
-                update(Device)
-                .where(Device.id == item.device_id)
-                .values(
-                    last_heartbeat_at=message.ts, heartbeat=message.model_dump(mode="json", by_alias=True)
-                )
-            )
+            heartbeats[item.device_id] = (item, message)
         elif isinstance(message, OtaProgress):
-            session.add(
-                DeviceModelStatus(
-                    device_id=item.device_id,
-                    version=message.version,
-                    stage=message.stage,
-                    reason=message.reason,
-                    at=message.ts,
-                )
+            progress.append(
+                {
+                    "device_id": item.device_id,
+                    "version": message.version,
+                    "stage": message.stage,
+                    "reason": message.reason,
+                    "at": message.ts,
+                }
             )
-    inserted = _insert_ignore(session, DetectionFrame.__table__, frames, "id")
+    for item, status in statuses.values():
+        _store_status(session, item, status)
+    for item, beat in heartbeats.values():
+        _store_heartbeat(session, item, beat)
+    inserted = _insert_ignore(session, DetectionFrame.__table__, frames, ["id"], "id")  # type: ignore[arg-type]
     new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
     if new_boxes:
         session.execute(insert(Detection), new_boxes)
-    _insert_ignore(session, Sequence.__table__, sequences, "id")
-    for topic, reason, payload in dead:
-        session.add(
-            DeadLetter(
-                topic=topic[:300],
-                reason=reason,
-                payload=payload[:65536],
-                payload_bytes=len(payload),
-                received_at=now,
-            )
-        )
-    return StoreResult(len(inserted), len(frames) - len(inserted), len(dead))
+    _insert_ignore(session, Sequence.__table__, sequences, ["id"], None)  # type: ignore[arg-type]
+    _insert_ignore(
+        session,
+        DeviceModelStatus.__table__,  # type: ignore[arg-type]
+        progress,
+        ["device_id", "version", "stage", "at"],
+        None,
+    )
+    dead_rows = [
+        {
+            "topic": printable(letter.topic[:300]),
+            "reason": printable(letter.reason[:1000]),
+            "payload": letter.payload[:DEAD_PAYLOAD_KEPT],
+            "payload_bytes": len(letter.payload),
+            "received_at": letter.received_at or now,
+            "digest": letter.digest,
+        }
+        for letter in letters
+    ]
+    _insert_ignore(session, DeadLetter.__table__, dead_rows, ["digest"], None)  # type: ignore[arg-type]
+    return StoreResult(len(inserted), len(frames) - len(inserted), len(letters))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.postgres import TemporaryPostgres, available
@@ -83,6 +86,23 @@ def detection_payload(device_id: str, number: int, categories: tuple[str, ...] =
         "inference_ms": 15.0,
         "detections": [{"category": c, "conf": 0.8, "bbox": [0.1, 0.2, 0.3, 0.4]} for c in categories],
     }).encode()  # fmt: skip
+
+
+def mqtt_publisher(broker: MosquittoBroker, client_id: str = "test-publisher") -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def wait_until(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
 
 
 class RunningWorker:

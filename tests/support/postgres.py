@@ -55,22 +55,7 @@ class TemporaryPostgres:
         self._run(
             str(self.bindir / "initdb"), "-D", str(self.data), "-U", "trapline", "-A", "trust", "--no-sync"
         )
-        # not UTC on purpose: anything that depends on the session time zone shows up in tests
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
-            " -c timezone=Pacific/Auckland"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
+        self._pg_ctl_start()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -89,6 +74,24 @@ class TemporaryPostgres:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def _pg_ctl_start(self) -> None:
+        # not UTC on purpose: anything that depends on the session time zone shows up in tests
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+            " -c timezone=Pacific/Auckland"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
+            "-w", "start",
+        )  # fmt: skip
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage); `resume()` brings it back."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl_start()
 
     def create_database(self, name: str) -> str:
         """A fresh, empty database on this server; returns its URL."""
