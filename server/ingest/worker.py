@@ -171,6 +171,11 @@ class IngestWorker:
         self._network.start()
 
     @property
+    def queued(self) -> int:
+        """Messages received and not yet taken into a batch."""
+        return self._incoming.qsize()
+
+    @property
     def healthy(self) -> bool:
         """The MQTT network thread is running (it reconnects by itself; if it died, nothing will)."""
         return self._network is not None and self._network.is_alive()

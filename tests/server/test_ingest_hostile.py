@@ -207,20 +207,23 @@ def test_a_database_outage_loses_nothing(
     upgrade(url)
     sessions = sessions_for(url)
     register(sessions, "trap-01")
-    worker = RunningWorker(IngestWorker(settings_for(url, tmp_path, broker), sessions))
+    settings = settings_for(url, tmp_path, broker, ingest_batch_size=50, ingest_receive_maximum=100)
+    worker = RunningWorker(IngestWorker(settings, sessions))
     publisher = mqtt_publisher(broker)
     try:
         for number in range(50):
             publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", number), qos=1)
         assert wait_until(lambda: _count(sessions, DetectionFrame) == 50, 20)
         postgres.pause()
-        for number in range(50, 150):
+        for number in range(50, 1050):
             publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", number), qos=1)
         assert wait_until(lambda: worker.worker.counters.db_errors >= 2, 20)
+        # flow control: the broker holds the flood, the worker never more than its Receive Maximum
+        assert 0 < worker.worker.queued <= 100
         postgres.resume()
-        assert wait_until(lambda: _count(sessions, DetectionFrame) == 150, 60)
+        assert wait_until(lambda: _count(sessions, DetectionFrame) == 1050, 60)
         assert _count(sessions, DeadLetter) == 0
-        assert _count(sessions, Detection) == 150
+        assert _count(sessions, Detection) == 1050
         assert worker.thread.is_alive()
     finally:
         publisher.loop_stop()
