@@ -1,10 +1,11 @@
-"""`trapline server ...`: migrate, ingest, api, worker, device add, token create, mqtt-auth."""
+"""`trapline server ...`: migrate, ingest, api, worker, retention, device add, token create, mqtt-auth."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -43,16 +44,26 @@ def _ingest(_args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    worker.run()
-    return 0
+    return worker.run()
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from trapline.server.api.main import create_app
+    from trapline.server.api.serve import serve
 
-    uvicorn.run(create_app(_settings()), host=args.host, port=args.port, log_level="warning")
+    return serve(create_app(_settings()), host=args.host, port=args.port)
+
+
+def _retention(_args: argparse.Namespace) -> int:
+    from trapline.server.db import make_engine, session_factory
+    from trapline.server.retention import apply_retention
+
+    settings = _settings()
+    result = apply_retention(settings, session_factory(make_engine(settings.database_url)))
+    print(
+        f"deleted {result.dead_letters} dead letters, {result.jobs} jobs ({result.job_files} ZIP files), "
+        f"{result.media_rows} pictures ({result.media_files} files), {result.sessions} expired sessions"
+    )
     return 0
 
 
@@ -64,10 +75,20 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _device_add(args: argparse.Namespace) -> int:
+    from trapline.contracts import is_valid_device_id
     from trapline.server.db import make_engine, session_factory, transaction
     from trapline.server.models import Device
     from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
+    # the id becomes a topic level, a Mosquitto password-file line and part of every message id:
+    # a ':' or a newline would corrupt the password file
+    if not is_valid_device_id(args.device_id):
+        print(
+            f"invalid device id {args.device_id!r}: 1-64 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)",
+            file=sys.stderr,
+        )
+        return 2
     upload_token, mqtt_password = new_token(), new_token()
     factory = session_factory(make_engine(_settings().database_url))
     with transaction(factory) as session:
@@ -149,9 +170,12 @@ def register(server: argparse.ArgumentParser) -> None:
     sub = server.add_subparsers(dest="server_command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=_migrate)
     sub.add_parser("ingest", help="run an MQTT ingest worker until stopped").set_defaults(handler=_ingest)
-    worker = sub.add_parser("worker", help="run background jobs (dataset exports) until stopped")
+    worker = sub.add_parser("worker", help="run background jobs (dataset exports, retention) until stopped")
     worker.add_argument("--workers", type=int, default=1)
     worker.set_defaults(handler=_worker)
+    sub.add_parser(
+        "retention", help="delete what is older than the retention settings, now (the worker does it hourly)"
+    ).set_defaults(handler=_retention)
     api = sub.add_parser("api", help="serve the API and dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)

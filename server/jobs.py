@@ -28,6 +28,7 @@ from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory, transaction
 from trapline.server.models import DetectionFrame, Job
 from trapline.server.queries import boxes_by_frame, frame_query, media_by_frame, picture
+from trapline.server.retention import apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session],
             frame_id: picture(kinds)
             for frame_id, kinds in media_by_frame(session, [f.id for f in frames]).items()
         }
-    out_dir = settings.data_dir / "jobs"
+    out_dir = settings.jobs_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{job_id}.zip"
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".zip.part")
@@ -116,6 +117,14 @@ class JobQueue:
         self.sessions = sessions or session_factory(make_engine(settings.database_url))
         self.huey = make_queue(settings)
         self.dataset_zip = self.huey.task(retries=1, retry_delay=5, name="dataset_zip")(self._dataset_zip)
+        self.retention = self.huey.periodic_task(self._retention_due, name="retention")(self._retention)
+
+    def _retention_due(self, when: datetime) -> bool:
+        # Huey asks once a minute
+        return (when.hour * 60 + when.minute) % self.settings.retention_interval_minutes == 0
+
+    def _retention(self) -> None:
+        apply_retention(self.settings, self.sessions)
 
     def _dataset_zip(self, job_id: str) -> str:
         try:
@@ -147,4 +156,4 @@ class JobQueue:
 
     def run_worker(self, workers: int = 1) -> None:
         self.recover()
-        self.huey.create_consumer(workers=workers, periodic=False).run()
+        self.huey.create_consumer(workers=workers, periodic=True).run()

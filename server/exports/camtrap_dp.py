@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -314,13 +313,3 @@ def validate_package(files: dict[str, bytes]) -> list[str]:
         if not descriptor.get(key):
             errors.append(f"datapackage.json: missing {key}")
     return errors
-
-
-def write_zip(package: CamtrapPackage) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path, content in package.files.items():
-            archive.writestr(path, content)
-        for path, source in package.media_files.items():
-            archive.write(source, path)
-    return buffer.getvalue()

@@ -330,15 +330,17 @@ class IngestWorker:
         """Run until stop(); 0 after a clean stop, 1 when the MQTT thread died (restart us)."""
         self._watchdog_s = watchdog_interval_s()
         self.start()
-        ready = False
+        # ready once running: a broker that is down is waited for, restarting would not help
+        sd_notify("READY=1\nSTATUS=connecting to the broker")
+        subscribed = False
         try:
             while not self._stop.is_set():
                 if not self.healthy:
                     log.critical("the MQTT network thread died; exiting so that we are restarted")
                     return 1
-                if not ready and self.connected.is_set():
-                    sd_notify("READY=1")
-                    ready = True
+                if subscribed != self.connected.is_set():
+                    subscribed = not subscribed
+                    sd_notify("STATUS=" + ("subscribed" if subscribed else "waiting for the broker"))
                 self._feed_watchdog()
                 batch = self._next_batch()
                 if not batch:
