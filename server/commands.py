@@ -6,12 +6,13 @@ import argparse
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from trapline.server.core.config import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -74,93 +75,48 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device_add(args: argparse.Namespace) -> int:
-    from trapline.contracts import is_valid_device_id
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import Device
-    from trapline.server.security import hash_token, mosquitto_password_line, new_token
+def _sessions(settings: ServerSettings) -> sessionmaker[Session]:
+    from trapline.server.db import make_engine, session_factory
 
-    # the id becomes a topic level, a Mosquitto password-file line and part of every message id:
-    # a ':' or a newline would corrupt the password file
-    if not is_valid_device_id(args.device_id):
-        print(
-            f"invalid device id {args.device_id!r}: 1-64 letters, digits, '_', '.', '-' "
-            "(starting with a letter or digit)",
-            file=sys.stderr,
-        )
+    return session_factory(make_engine(settings.database_url))
+
+
+def _device_add(args: argparse.Namespace) -> int:
+    from trapline.server.admin import register_device
+
+    try:
+        credentials = register_device(_sessions(_settings()), args.device_id, args.name)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    upload_token, mqtt_password = new_token(), new_token()
-    factory = session_factory(make_engine(_settings().database_url))
-    with transaction(factory) as session:
-        device = session.get(Device, args.device_id) or Device(id=args.device_id, state="unknown")
-        device.name = args.name or device.name
-        device.token_hash = hash_token(upload_token)
-        device.mqtt_password_line = mosquitto_password_line(args.device_id, mqtt_password)
-        device.last_seen_at = device.last_seen_at or datetime.now(UTC)
-        session.add(device)
-    print(f"device {args.device_id} registered. Give the technician, once:")
-    print(f"  MQTT user {args.device_id}, password {mqtt_password}")
-    print(f"  upload token {upload_token}")
+    print(f"device {credentials.device_id} registered. Give the technician, once:")
+    print(f"  MQTT user {credentials.device_id}, password {credentials.mqtt_password}")
+    print(f"  upload token {credentials.upload_token}")
     print("then run `trapline server mqtt-auth` and reload mosquitto")
     return 0
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import ApiToken
-    from trapline.server.security import hash_token, new_token
+    from trapline.server.admin import create_api_token
 
-    token = new_token()
-    with transaction(session_factory(make_engine(_settings().database_url))) as session:
-        session.add(
-            ApiToken(
-                name=args.name, token_hash=hash_token(token), role=args.role, created_at=datetime.now(UTC)
-            )
-        )
-    print(token)
+    print(create_api_token(_sessions(_settings()), args.name, args.role))
     return 0
 
 
 def _mqtt_auth(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from trapline.server.db import make_engine, session_factory
-    from trapline.server.models import Device
-    from trapline.server.security import mosquitto_acl, mosquitto_password_line
+    from trapline.server.admin import write_broker_auth
 
     settings = _settings()
-    factory = session_factory(make_engine(settings.database_url))
-    with factory() as session:
-        lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
-    server_password = settings.mqtt_password or ""
-    if settings.mqtt_username:
-        lines.insert(0, mosquitto_password_line(settings.mqtt_username, server_password))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "passwd").write_text("\n".join(lines) + "\n")
-    (args.out / "passwd").chmod(0o600)
-    server_users = [settings.mqtt_username] if settings.mqtt_username else []
-    (args.out / "acl").write_text(mosquitto_acl(settings.mqtt_prefix, server_users))
-    print(f"wrote {args.out / 'passwd'} ({len(lines)} users) and {args.out / 'acl'}")
+    users = write_broker_auth(_sessions(settings), settings, args.out)
+    print(f"wrote {args.out / 'passwd'} ({users} users) and {args.out / 'acl'}")
     return 0
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    from trapline.bundle import verify_bundle
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import ModelVersion
+    from trapline.server.admin import register_model
 
     settings = _settings()
-    manifest = verify_bundle(args.bundle, settings.release_public_key)
-    with transaction(session_factory(make_engine(settings.database_url))) as session:
-        session.add(
-            ModelVersion(
-                name=manifest.name,
-                version=manifest.version,
-                sha256=manifest.files[manifest.model_file],
-                metrics=manifest.metrics,
-                created_at=datetime.now(UTC),
-            )
-        )
+    manifest = register_model(_sessions(settings), args.bundle, settings.release_public_key)
     print(f"registered {manifest.name} v{manifest.version}")
     return 0
 
