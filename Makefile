@@ -22,11 +22,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed
 
-# mosquitto: the broker; postgresql and chromium: database and dashboard tests (skipped if absent)
+# mosquitto: the broker; postgresql, chromium and redis-server: database, dashboard and job-queue
+# tests (skipped if absent)
 system-deps:
 	@{ command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null && test -d /usr/lib/postgresql && \
-	  command -v chromium >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto postgresql chromium; }
+	  command -v chromium >/dev/null && command -v redis-server >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto postgresql chromium redis-server; }
 
 demo: system-deps venv
 	$(PY) -m trapline.cli demo

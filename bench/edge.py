@@ -25,10 +25,11 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "edge" / "samples"
-SHARED_WEIGHTS = ROOT.parent / "shared" / "weights"
-PACKAGED = ROOT / "edge" / "models"
+from trapline.edge.config import PACKAGED_MODELS as PACKAGED
+from trapline.edge.config import PACKAGED_SAMPLES as SAMPLES
+
+# the development data beside the checkout (`make bench` runs from the repository's root)
+SHARED_WEIGHTS = Path(os.environ.get("TRAPLINE_SHARED", "../shared")) / "weights"
 
 
 def _peak_rss_mb() -> float:
@@ -116,7 +117,6 @@ def _run_worker(kind: str, model: Path, frames: int) -> dict[str, Any]:
         text=True,
         check=True,
         env=env,
-        cwd=ROOT,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 

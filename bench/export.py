@@ -8,6 +8,7 @@ each as a ratio to PyTorch. Run: `python -m bench.export [--weights best.pt]`.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -19,8 +20,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# the development data beside the checkout (`make bench` runs from the repository's root)
+SHARED = Path(os.environ.get("TRAPLINE_SHARED", "../shared"))
 FORMATS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")
 SIZES = (320, 640)
 THREADS = (1, 2)

@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -39,6 +40,22 @@ log = logging.getLogger(__name__)
 TRAPS = ("trap-01", "trap-02")
 INGEST_USER = "trapline-ingest"
 MARKER = ".trapline-demo"  # a folder the demo may empty
+# Each trap replays its own photos (edge/samples, credited in NOTICE.md): a burrowing-owl colony
+# and a trail in the southwest, day (colour) and night (infrared) pictures in both.
+DEMO_PHOTOS: dict[str, tuple[str, ...]] = {
+    "trap-01": ("buow-IMG_8968.jpg", "buow-RCNX0242.jpg", "sw-fox-RCNX0063.jpg", "buow-RCNX1419.jpg",
+                "squirrel-frame105534.jpg", "sw-deer-SYFR0041.jpg", "coyote-51472-810-empty.jpg"),
+    "trap-02": ("cougar-39858-0.jpg", "sw-bobcat-IMAG0046.jpg", "coyote-51472-0.jpg", "sw-deer-IMAG0107.jpg",
+                "jaguar-RL1-20051028-2159.jpg", "peru-EK000067-39523-0.jpg"),
+}  # fmt: skip
+# where the demo traps stand (the map), from DEMO_DAYS before today
+DEMO_SITES = {
+    "trap-01": ("Burrowing-owl colony", 32.7157, -115.5623),
+    "trap-02": ("Canyon trail", 32.8421, -115.4870),
+}
+# capture times are made up (deterministic per trap): bursts hours apart over the last days, at
+# night for infrared pictures, so the dashboard's charts show a true day/night rhythm
+DEMO_DAYS = 10
 STOPPED_WAIT_S = 20.0
 
 
@@ -77,11 +94,16 @@ def _spawn(name: str, args: list[str], env: dict[str, str], log_path: Path) -> C
 
 
 def _trap_config(workdir: Path, device: str, port: int, api_url: str, frames: int) -> Path:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    synthetic_start = today - timedelta(days=DEMO_DAYS)
     config = {
         "device_id": device,
         "source": {
-            "type": "replay", "files": [str(PACKAGED_SAMPLES)], "count": frames, "interval_s": 1.0,
-            "burst_size": 3, "burst_pause_s": 8.0, "run_name": "demo",
+            "type": "replay", "files": [str(PACKAGED_SAMPLES / name) for name in DEMO_PHOTOS[device]],
+            "count": frames, "interval_s": 1.0, "burst_size": 3, "burst_pause_s": 8.0, "run_name": "demo",
+            "synthetic_start": synthetic_start.isoformat(), "synthetic_seed": TRAPS.index(device),
+            # spread the bursts over DEMO_DAYS whatever the number of frames
+            "synthetic_mean_gap_h": max(0.5, DEMO_DAYS * 24 / max(1, frames // 3)),
         },
         "mqtt": {"host": "127.0.0.1", "port": port, "username": device},
         "upload": {"url": api_url, "mode": "thumbnails"},
@@ -104,6 +126,22 @@ def _wait_http(url: str, timeout_s: float, children: list[Child]) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def _deploy(api_url: str, token: str) -> None:
+    """Record where each demo trap stands, so the map and the Camtrap DP export have coordinates."""
+    start = (datetime.now(UTC) - timedelta(days=DEMO_DAYS + 1)).isoformat()
+    for device, (name, latitude, longitude) in DEMO_SITES.items():
+        body = {"device_id": device, "location_name": name, "latitude": latitude, "longitude": longitude,
+                "start": start}  # fmt: skip
+        request = urllib.request.Request(  # noqa: S310 - our own loopback server
+            f"{api_url}/api/v1/deployments",
+            json.dumps(body).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
 
 
 def fresh_workdir(workdir: Path) -> None:
@@ -196,7 +234,7 @@ def _setup(workdir: Path, env: dict[str, str]) -> tuple[str, dict[str, DeviceCre
         sessions = session_factory(engine)
         credentials = {device: register_device(sessions, device, f"Demo {device}") for device in TRAPS}
         login = create_api_token(sessions, "demo-admin", "admin")
-        register_model(sessions, PACKAGED_MODEL, settings.release_public_key)
+        register_model(sessions, PACKAGED_MODEL, settings.release_keyring)
         write_broker_auth(sessions, settings, workdir / "mqtt")
     finally:
         engine.dispose()
@@ -271,6 +309,8 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         "TRAPLINE_SERVER_MQTT_HOST": "127.0.0.1",
         "TRAPLINE_SERVER_MQTT_USERNAME": INGEST_USER,
         "TRAPLINE_SERVER_MQTT_PASSWORD": os.urandom(12).hex(),
+        # the demo's traps beat every 10 s: keep each beat, so the fleet charts fill in minutes
+        "TRAPLINE_SERVER_HEARTBEAT_SAMPLE_S": "10",
     }
     login, credentials, auth = _setup(workdir, env)
     server: list[Child] = []
@@ -285,6 +325,7 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
                 _start_server(server, workdir, env, api_port, broker)
                 _start_traps(traps, workdir, credentials, broker.port, api_url, frames)
                 _wait_http(f"{api_url}/login", 60, server + traps)
+                _deploy(api_url, login)
                 print(f"\nTrapline demo is running (logs and data in {workdir}).")
                 print(f"  Dashboard: {api_url}/")
                 print(f"  Log in with the token: {login}")

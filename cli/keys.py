@@ -7,10 +7,11 @@ from pathlib import Path
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from trapline.bundle import generate_keys
+    from trapline.keyring import generate_keys
 
     private, public = args.out / f"{args.name}.key", args.out / f"{args.name}.pub"
-    generate_keys(private, public)
+    identity = generate_keys(private, public)
+    print(f"key id:      {identity}")
     print(f"private key: {private} (mode 0600: keep it secret, never in the repository)")
     print(f"public key:  {public}")
     return 0

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +31,10 @@ from trapline.contracts import (
 from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
+from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
+from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
 from trapline.edge.pictures import crops, thumbnail
 from trapline.edge.publisher import MqttPublisher
@@ -61,10 +63,10 @@ class AgentCounters:
     model_load_failures: int = 0
 
 
-def resolve_model(path: Path, public_key: Path) -> Path:
+def resolve_model(path: Path, keyring: Path) -> Path:
     """The model file to load: a bundle directory is verified first (signature and hashes)."""
     try:
-        return resolve_model_file(path, public_key)
+        return resolve_model_file(path, keyring)
     except BundleError as exc:
         raise ModelLoadError(f"refusing model bundle: {exc}") from exc
 
@@ -73,14 +75,14 @@ def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:
     """The configured model; the packaged one if that cannot be loaded (a trap must keep working)."""
     model = config.model
     try:
-        model_file = resolve_model(model.path, model.public_key)
+        model_file = resolve_model(model.path, model.keyring)
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
     except ModelLoadError as exc:
         counters.model_load_failures += 1
         if not model.fallback_to_packaged or model.path == PACKAGED_MODEL:
             raise
         log.error("cannot load model %s (%s); running the packaged model instead", model.path, exc)
-        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_KEYRING)
         return Detector(packaged, "auto", model.threads, model.conf_threshold, model.iou_threshold)
 
 
@@ -108,6 +110,13 @@ class Agent:
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # the camera's static false positives (server: reviewers' "not an animal")
+        self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
+        # THE registration point for downlink commands: topic kind -> handler(payload bytes). The
+        # command dispatcher that subscribes to `<prefix>/<device>/cmd/#` routes each message here.
+        self.command_handlers: dict[TopicKind, Callable[[bytes], None]] = {
+            "cmd/ignore-regions": self.ignore_regions.handle,
+        }
         self.stop_event = threading.Event()
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
@@ -137,8 +146,11 @@ class Agent:
             return
         result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
+        detections, demoted = self.ignore_regions.apply(image, result.detections)
+        if demoted:
+            log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
         saved_bursts = copy.deepcopy(self.bursts.state)
-        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
+        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, detections)
         frame_number = self._frame_counter + 1
         message = DetectionMessage(
             id=f"{self.config.device_id}:{frame_number:09d}",
@@ -156,7 +168,7 @@ class Agent:
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
-            detections=result.detections,
+            detections=detections,
         )
         outgoing = [self._summary_message(closed)] if closed else []
         outgoing.append(
@@ -169,7 +181,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, data, image, result.detections)
+            pictures = self._pictures(message.id, data, image, detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -190,7 +202,7 @@ class Agent:
         log.debug(
             "%s: %d detection(s) in %.1f ms",
             frame.name,
-            len(result.detections),
+            len(detections),
             result.inference_ms,
         )
 

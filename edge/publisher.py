@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from trapline.contracts import TOPICS, DeviceState, TopicKind, topic
+from trapline.credentials import reveal
 from trapline.edge.config import MqttConfig
 from trapline.edge.spool import DetectionSpool
 
@@ -65,7 +66,7 @@ class MqttPublisher:
             clean_session=None if protocol == mqtt.MQTTv5 else True,
         )
         if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password())
+            client.username_pw_set(cfg.username, reveal(cfg.password()))
         if cfg.tls is not None:
             client.tls_set(
                 ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,

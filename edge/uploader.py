@@ -16,6 +16,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 
+from trapline.credentials import reveal
 from trapline.edge.config import UploadConfig
 from trapline.edge.spool import DetectionSpool, QueuedUpload
 
@@ -87,7 +88,7 @@ class PictureUploader:
             f"{(self.config.url or '').rstrip('/')}/api/v1/media",
             data=body,
             method="POST",
-            headers={"Content-Type": content_type, "Authorization": f"Bearer {self.token or ''}"},
+            headers={"Content-Type": content_type, "Authorization": f"Bearer {reveal(self.token) or ''}"},
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310

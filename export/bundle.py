@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from collections import Counter
@@ -30,13 +31,28 @@ def _git_commit() -> str | None:
 
 
 _REPORTED = ("images", "precision", "recall", "f1", "mean_iou", "map50", "map50_95", "image_accuracy",
-             "per_class", "threshold_for_precision")  # fmt: skip
+             "per_class", "threshold_for_precision",
+             # what the dashboard charts: classes (the confusion matrix's order), the matrix itself,
+             # the automation/threshold curve and the per-class precision-recall curves
+             "classes", "conf_threshold", "confusion", "threshold_curve", "pr_curves")  # fmt: skip
 _TRAINING_ARGS = ("model", "epochs", "imgsz", "batch", "seed", "freeze", "optimizer", "patience", "device")
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with NaN and infinities as None: JSON has no NaN (a browser refuses the document)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def bundle_metrics(evaluation: Path | None, export_report: Path | None) -> dict[str, Any]:
     """What a bundle says about its quality: `train evaluate`'s report.json (model and baseline on
-    the test split) and `trapline export`'s checks on the val split."""
+    the test split, numbers and the curves the dashboard charts) and `trapline export`'s checks on
+    the val split."""
     metrics: dict[str, Any] = {}
     if evaluation is not None:
         report = json.loads(evaluation.read_text())
@@ -47,7 +63,7 @@ def bundle_metrics(evaluation: Path | None, export_report: Path | None) -> dict[
             }
     if export_report is not None:
         metrics["export_checks_val_split"] = json.loads(export_report.read_text())
-    return metrics
+    return dict(finite_json(metrics))
 
 
 def training_provenance(run: Path) -> dict[str, Any]:
@@ -112,7 +128,7 @@ def build_bundle(
             "ultralytics_metadata": {k: meta.get(k) for k in ("version", "date", "description") if k in meta},
             **(provenance or {}),
         },
-        metrics=json.loads(json.dumps(metrics or {}, default=str)),
+        metrics=finite_json(json.loads(json.dumps(metrics or {}, default=str))),
     )
     manifest = sign_bundle(out, manifest, private_key)
     if archive:

@@ -10,12 +10,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from trapline.bundle import verify_bundle
 from trapline.contracts import is_valid_device_id
-from trapline.manifest import ModelManifest
+from trapline.credentials import reveal
+from trapline.keyring import Keyring
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
-from trapline.server.models import ApiToken, Device, ModelVersion
+from trapline.server.model_registry import register_bundle
+from trapline.server.models import ApiToken, Device
 from trapline.server.security import hash_token, mosquitto_acl, mosquitto_password_line, new_token
 
 
@@ -57,20 +58,11 @@ def create_api_token(sessions: sessionmaker[Session], name: str, role: str) -> s
     return token
 
 
-def register_model(sessions: sessionmaker[Session], bundle: Path, public_key: Path) -> ModelManifest:
-    """Verify a signed bundle and record its model version and metrics."""
-    manifest = verify_bundle(bundle, public_key)
+def register_model(sessions: sessionmaker[Session], bundle: Path, trust: Keyring | Path) -> tuple[str, str]:
+    """Verify a signed bundle and record its model version and metrics; (name, version)."""
     with transaction(sessions) as session:
-        session.add(
-            ModelVersion(
-                name=manifest.name,
-                version=manifest.version,
-                sha256=manifest.files[manifest.model_file],
-                metrics=manifest.metrics,
-                created_at=datetime.now(UTC),
-            )
-        )
-    return manifest
+        row = register_bundle(session, bundle, trust)
+        return row.name, row.version
 
 
 def write_broker_auth(sessions: sessionmaker[Session], settings: ServerSettings, out: Path) -> int:
@@ -78,7 +70,7 @@ def write_broker_auth(sessions: sessionmaker[Session], settings: ServerSettings,
     with sessions() as session:
         lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
     if settings.mqtt_username:
-        lines.insert(0, mosquitto_password_line(settings.mqtt_username, settings.mqtt_password or ""))
+        lines.insert(0, mosquitto_password_line(settings.mqtt_username, reveal(settings.mqtt_password) or ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / "passwd").write_text("\n".join(lines) + "\n")
     (out / "passwd").chmod(0o600)

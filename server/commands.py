@@ -116,8 +116,8 @@ def _model_add(args: argparse.Namespace) -> int:
     from trapline.server.admin import register_model
 
     settings = _settings()
-    manifest = register_model(_sessions(settings), args.bundle, settings.release_public_key)
-    print(f"registered {manifest.name} v{manifest.version}")
+    name, version = register_model(_sessions(settings), args.bundle, settings.release_keyring)
+    print(f"registered {name} v{version}")
     return 0
 
 

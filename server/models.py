@@ -74,6 +74,24 @@ class Device(Base):
     mqtt_password_line: Mapped[str | None] = mapped_column(String(300))  # PBKDF2, Mosquitto format
 
 
+class HeartbeatSample(Base):
+    """A trap's vital signs over time, for the fleet health charts. Bounded: at most one sample
+    per trap per `heartbeat_sample_s`, none older than `heartbeat_history_days` (ingest prunes)."""
+
+    __tablename__ = "heartbeat_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime]  # the server's clock: traps' clocks may be wrong
+    spool_depth: Mapped[int] = mapped_column(BigInteger)
+    dropped: Mapped[int] = mapped_column(BigInteger)
+    frames_processed: Mapped[int] = mapped_column(BigInteger)
+    disk_free_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_temp_c: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
+
+    __table_args__ = (Index("ix_heartbeat_samples_device_time", "device_id", "received_at"),)
+
+
 class Deployment(Base):
     """Where a trap stood, when (Camtrap DP deployments)."""
 
@@ -253,3 +271,113 @@ class Job(Base):
     result_path: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+# --- the learning loop: features, clusters, review labels, retraining -------------------------
+
+
+class WorkChunk(Base):
+    """A slice of a job's items (detection ids) that one worker claims under a lease. A worker that
+    dies leaves its lease to expire and another takes the chunk over, so nothing is lost; a chunk's
+    result is written atomically under its own name, so nothing is stored twice."""
+
+    __tablename__ = "work_chunks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    items: Mapped[list[Any]]
+    state: Mapped[str] = mapped_column(String(16))  # pending / running / done
+    worker: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_work_chunk"),)
+
+
+class ClusteringRun(Base):
+    """One clustering of the stored crop features; its plots and report live in `path`."""
+
+    __tablename__ = "clustering_runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    extractor: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))  # running / done / failed
+    crops: Mapped[int] = mapped_column(Integer, default=0)
+    k: Mapped[int | None] = mapped_column(Integer)
+    report: Mapped[dict[str, Any]]
+    path: Mapped[str] = mapped_column(String(500))
+
+
+class ClusterMember(Base):
+    """A crop's place in a run: its cluster (-1: the "unknown" queue), how sure, how typical."""
+
+    __tablename__ = "cluster_members"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("clustering_runs.id", ondelete="CASCADE"))
+    # a stored box, or (media_id) a below-threshold candidate crop a trap sent on its own
+    detection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("detections.id", ondelete="CASCADE"), index=True
+    )
+    media_id: Mapped[int | None] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    cluster: Mapped[int] = mapped_column(Integer)
+    nearest_cluster: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+    distance: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)  # 0 = the most representative crop of its cluster
+    source_kind: Mapped[str] = mapped_column(String(16))
+    suggestion: Mapped[str | None] = mapped_column(String(200))
+    suggestion_probability: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_cluster_members_run_cluster", "run_id", "cluster", "rank"),)
+
+
+class CropLabel(Base):
+    """A reviewer's label for one box: a species, "not an animal" or "unsure". Rows are never
+    changed: a correction is a newer row, and the newest row per box is its label."""
+
+    __tablename__ = "crop_labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    detection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("detections.id", ondelete="CASCADE"), index=True
+    )
+    media_id: Mapped[int | None] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(200))
+    labelled_by: Mapped[str] = mapped_column(String(100))
+    labelled_at: Mapped[datetime]
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    cluster: Mapped[int | None] = mapped_column(Integer)
+
+
+class IgnoreRegion(Base):
+    """A static false positive a reviewer marked "not an animal": the trap demotes a detection at
+    the same place with a similar look (sent on `cmd/ignore-regions`)."""
+
+    __tablename__ = "ignore_regions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    detection_id: Mapped[int] = mapped_column(ForeignKey("detections.id", ondelete="CASCADE"), unique=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    w: Mapped[float] = mapped_column(Float)
+    h: Mapped[float] = mapped_column(Float)
+    signature: Mapped[str] = mapped_column(String(600))
+    created_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RetrainRun(Base):
+    """One retraining: the dataset it built, both models' numbers, the gate's verdict."""
+
+    __tablename__ = "retrain_runs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # running / accepted / refused / failed
+    labels_used: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any]]
+    candidate_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    path: Mapped[str] = mapped_column(String(500))

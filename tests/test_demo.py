@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -28,7 +29,7 @@ def _start(workdir: Path, out: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _query(database: Path, sql: str) -> list[tuple[object, ...]]:
+def _query(database: Path, sql: str) -> list[tuple[Any, ...]]:
     try:
         with contextlib.closing(sqlite3.connect(database, timeout=5)) as db:
             return db.execute(sql).fetchall()
@@ -43,7 +44,7 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, out: Path)
         time.sleep(0.3)
 
 
-def _frames(database: Path) -> dict[object, object]:
+def _frames(database: Path) -> dict[Any, Any]:
     return dict(_query(database, "SELECT device_id, COUNT(*) FROM detection_frames GROUP BY device_id"))
 
 
@@ -54,7 +55,7 @@ def _both_have(database: Path, frames: int) -> bool:
 
 def _running(demo: subprocess.Popen[bytes], out: Path) -> list[psutil.Process]:
     _wait(lambda: "Trapline demo is running" in out.read_text(), 120, "the demo did not start", out)
-    family = psutil.Process(demo.pid).children(recursive=True)
+    family: list[psutil.Process] = psutil.Process(demo.pid).children(recursive=True)
     names = " ".join(" ".join(p.cmdline()) for p in family)
     for part in ("mosquitto", "server api", "server ingest", "server worker", "edge run"):
         assert part in names, part
@@ -95,7 +96,18 @@ def test_sigterm_stops_everything_in_order_and_a_second_demo_starts_fresh(tmp_pa
         }
         assert _query(database, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
         stored = {p.name for p in (workdir / "data" / "media").rglob("*") if p.is_file()}
+        # a burst is one picture taken three times: identical pictures are one file, linked thrice
         assert stored == {str(row[0]) for row in _query(database, "SELECT DISTINCT sha256 FROM media")}
+        # each trap its own photos, at made-up times spread over past days and nights
+        files = dict(_query(database, "SELECT device_id, GROUP_CONCAT(DISTINCT image_file) FROM detection_frames"
+                                      " GROUP BY device_id"))  # fmt: skip
+        assert not set(str(files["trap-01"]).split(",")) & set(str(files["trap-02"]).split(","))
+        times = [
+            row[0]
+            for row in _query(database, "SELECT captured_at FROM detection_frames ORDER BY captured_at")
+        ]
+        assert len(set(times)) == len(times)
+        assert _query(database, "SELECT COUNT(*) FROM deployments WHERE latitude IS NOT NULL") == [(2,)]
 
 
 def test_a_dead_child_is_reported_and_ends_the_demo(tmp_path: Path) -> None:

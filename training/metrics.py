@@ -60,20 +60,29 @@ def match(truth: list[Box], predicted: list[Box], iou_threshold: float) -> list[
     return pairs
 
 
-def average_precision(tp: np.ndarray, conf: np.ndarray, n_truth: int) -> float:
-    if n_truth == 0:
-        return float("nan")
-    if tp.size == 0:
-        return 0.0
+RECALL_GRID = np.linspace(0, 1, 101)
+
+
+def precision_at_recall(tp: np.ndarray, conf: np.ndarray, n_truth: int) -> np.ndarray:
+    """The interpolated precision-recall curve: best precision at recall >= each RECALL_GRID point."""
+    if n_truth == 0 or tp.size == 0:
+        return np.zeros_like(RECALL_GRID)
     order = np.argsort(-conf, kind="stable")
     tps = np.cumsum(tp[order])
     fps = np.cumsum(1 - tp[order])
     recall = tps / n_truth
     precision = tps / np.maximum(tps + fps, 1e-12)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    grid = np.linspace(0, 1, 101)
-    idx = np.searchsorted(recall, grid, side="left")
-    return float(np.mean([envelope[i] if i < len(envelope) else 0.0 for i in idx]))
+    idx = np.searchsorted(recall, RECALL_GRID, side="left")
+    return np.asarray([envelope[i] if i < len(envelope) else 0.0 for i in idx])
+
+
+def average_precision(tp: np.ndarray, conf: np.ndarray, n_truth: int) -> float:
+    if n_truth == 0:
+        return float("nan")
+    if tp.size == 0:
+        return 0.0
+    return float(np.mean(precision_at_recall(tp, conf, n_truth)))
 
 
 @dataclass
@@ -92,9 +101,14 @@ class Report:
     threshold_curve: list[dict[str, float]] = field(default_factory=list)
     threshold_for_precision: dict[str, float | None] = field(default_factory=dict)
     images: int = 0
+    # per class present in the truth: precision at recall 0, 0.01, ..., 1 (IoU 0.5), for charts
+    pr_curves: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _per_class_ap(results: list[ImageResult], category: str, iou_threshold: float) -> float:
+def _per_class_ranking(
+    results: list[ImageResult], category: str, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(true positive flags, confidences, number of true boxes) of one class's predictions."""
     tp: list[float] = []
     conf: list[float] = []
     n_truth = 0
@@ -105,7 +119,11 @@ def _per_class_ap(results: list[ImageResult], category: str, iou_threshold: floa
         matched = {p for p, _, _ in match(truth, pred, iou_threshold)}
         tp.extend(1.0 if i in matched else 0.0 for i in range(len(pred)))
         conf.extend(b.conf for b in pred)
-    return average_precision(np.asarray(tp), np.asarray(conf), n_truth)
+    return np.asarray(tp), np.asarray(conf), n_truth
+
+
+def _per_class_ap(results: list[ImageResult], category: str, iou_threshold: float) -> float:
+    return average_precision(*_per_class_ranking(results, category, iou_threshold))
 
 
 def evaluate_results(
@@ -185,6 +203,10 @@ def evaluate_results(
         per_class=per_class,
         confusion=confusion.tolist(),
         images=len(results),
+        pr_curves={
+            c: [round(float(v), 4) for v in precision_at_recall(*_per_class_ranking(results, c, 0.5))]
+            for c in present
+        },
     )
     _image_level(report, results, conf_threshold, target_precision, positive)
     return report

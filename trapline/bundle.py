@@ -13,12 +13,10 @@ import logging
 import tarfile
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from trapline.files import atomic_write, file_sha256
+from trapline.keyring import Keyring, KeyringError, key_id, read_private_key
 from trapline.manifest import MANIFEST_NAME, SIGNATURE_NAME, ModelManifest
 
 log = logging.getLogger(__name__)
@@ -26,38 +24,6 @@ log = logging.getLogger(__name__)
 
 class BundleError(ValueError):
     """The bundle is incomplete, tampered with, or signed by a key we do not trust."""
-
-
-def generate_keys(private_path: Path, public_path: Path) -> None:
-    """A new Ed25519 key pair: private key PEM (mode 0600), public key PEM."""
-    key = Ed25519PrivateKey.generate()
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    atomic_write(private_path, pem, 0o600)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    atomic_write(public_path, public)
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise BundleError(f"{path} is not an Ed25519 private key")
-    return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"cannot read public key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise BundleError(f"{path} is not an Ed25519 public key")
-    return key
 
 
 def sign_bundle(folder: Path, manifest: ModelManifest, private_key: Path) -> ModelManifest:
@@ -69,25 +35,43 @@ def sign_bundle(folder: Path, manifest: ModelManifest, private_key: Path) -> Mod
     }
     if manifest.model_file not in files:
         raise BundleError(f"model file {manifest.model_file} is not in {folder}")
-    manifest = manifest.model_copy(update={"files": files})
+    try:
+        signer = read_private_key(private_key)
+    except KeyringError as exc:
+        raise BundleError(str(exc)) from exc
+    manifest = manifest.model_copy(update={"files": files, "key_id": key_id(signer.public_key())})
     body = manifest.to_json()
     atomic_write(folder / MANIFEST_NAME, body)
-    atomic_write(folder / SIGNATURE_NAME, load_private_key(private_key).sign(body))
+    atomic_write(folder / SIGNATURE_NAME, signer.sign(body))
     return manifest
 
 
-def verify_bundle(folder: Path, public_key: Path) -> ModelManifest:
-    """The bundle's manifest if signature and hashes check out; BundleError saying what failed."""
+def _trusted(trust: Keyring | Path) -> Keyring:
+    try:
+        return trust if isinstance(trust, Keyring) else Keyring.load(trust)
+    except KeyringError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def verify_bundle(folder: Path, trust: Keyring | Path) -> ModelManifest:
+    """The bundle's manifest if its signature verifies with a trusted key (a keyring, or a keyring
+    folder / public key file) and every hash checks out; BundleError saying what failed."""
     manifest_path, signature_path = folder / MANIFEST_NAME, folder / SIGNATURE_NAME
     if not manifest_path.is_file() or not signature_path.is_file():
         raise BundleError(f"{folder}: not a bundle (needs {MANIFEST_NAME} and {SIGNATURE_NAME})")
     body = manifest_path.read_bytes()
+    keyring = _trusted(trust)
     try:
-        load_public_key(public_key).verify(signature_path.read_bytes(), body)
-    except InvalidSignature as exc:
+        # the signer's id is read before the signature is checked: it only picks the key to try
+        named = ModelManifest.model_validate_json(body).key_id
+    except ValidationError:
+        named = None
+    try:
+        keyring.verify(signature_path.read_bytes(), body, named)
+    except KeyringError as exc:
         raise BundleError(
-            f"{folder}: manifest signature does not verify with {public_key.name}"
-            " (tampered manifest, or signed by another key)"
+            f"{folder}: manifest signature does not verify: {exc} (tampered manifest, or signed by"
+            " a key this trap does not trust)"
         ) from exc
     try:
         manifest = ModelManifest.model_validate_json(body)
@@ -128,12 +112,12 @@ def unpack_bundle(archive: bytes, target: Path) -> Path:
     return target
 
 
-def resolve_model_file(path: Path, public_key: Path) -> Path:
+def resolve_model_file(path: Path, trust: Keyring | Path) -> Path:
     """The model file to load from `path`: a bundle directory is verified first (BundleError if it
     does not check out); a bare model file is taken as is (development only)."""
     if not path.is_dir():
         log.warning("loading %s without a signed bundle (fine for development, not for a fleet)", path)
         return path
-    manifest = verify_bundle(path, public_key)
+    manifest = verify_bundle(path, trust)
     log.info("bundle %s: %s v%s, signature and hashes verified", path, manifest.name, manifest.version)
     return path / manifest.model_file

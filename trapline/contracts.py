@@ -28,11 +28,15 @@ DEFAULT_PREFIX = "trapline"
 DETECTIONS_SCHEMA: Final = "trapline.detections/1"
 SEQUENCES_SCHEMA: Final = "trapline.sequences/1"
 HEARTBEAT_SCHEMA: Final = "trapline.heartbeat/1"
+IGNORE_REGIONS_SCHEMA: Final = "trapline.ignore-regions/1"
 
 # The categories a trap publishes (MegaDetector's three). A model's manifest maps its own classes
 # onto these; the server, the exports and the training sets use exactly this list.
 Category = Literal["animal", "person", "vehicle"]
 CATEGORIES: Final[tuple[Category, ...]] = ("animal", "person", "vehicle")
+# MegaDetector's numbering of the same categories (batch output JSON's "detection_categories"):
+# training reads it, the server's export writes it
+MEGADETECTOR_CATEGORIES: Final[dict[str, Category]] = {"1": "animal", "2": "person", "3": "vehicle"}
 
 # Longest values on the wire. The server stores them in columns of exactly these sizes, so a
 # message that validates always fits (a too-long field must be a dead letter, not a failed batch).
@@ -263,13 +267,43 @@ class ModelCommand(_Message):
     signature: Text = Field(max_length=1000)
 
 
+# A look signature: the box's crop as 16x16 greyscale bytes, hex-encoded (row-major). Cheap to
+# compute on a Pi; compared by normalised cross-correlation (edge/ignore_regions.py).
+LOOK_SIDE: Final = 16
+LookSignature = Annotated[str, Field(pattern=rf"^[0-9a-f]{{{2 * LOOK_SIDE * LOOK_SIDE}}}$")]
+MAX_IGNORE_REGIONS = 200
+
+
+class IgnoreRegion(_Message):
+    """A static false positive of this camera that a reviewer marked "not an animal"."""
+
+    bbox: tuple[UnitFloat, UnitFloat, UnitFloat, UnitFloat]
+    signature: LookSignature
+    source: MessageId  # the frame the reviewer saw it in
+
+
+class IgnoreRegionsCommand(_Message):
+    """Retained on `<prefix>/<device>/cmd/ignore-regions`: the whole memory, replaced each time.
+
+    The trap demotes a detection overlapping a region (IoU >= `min_iou`) whose look correlates with
+    the region's (>= `min_similarity`): the same stump in the same place, not an animal passing it."""
+
+    schema_: Literal["trapline.ignore-regions/1"] = Field(IGNORE_REGIONS_SCHEMA, alias="schema")
+    ts: Timestamp
+    min_iou: UnitFloat = 0.5
+    min_similarity: UnitFloat = 0.8
+    regions: list[IgnoreRegion] = Field(max_length=MAX_IGNORE_REGIONS)
+
+
 # --- the one table of topics ------------------------------------------------------------------
 # Everything about a topic kind lives here: validation (server and trap), the ingest worker's
 # subscriptions, the broker ACL and the agent's QoS/retain flags are all derived from it.
 Writer = Literal["device", "server"]
 
 
-TopicKind = Literal["status", "detections", "sequences", "heartbeat", "ota", "cmd/model"]
+TopicKind = Literal[
+    "status", "detections", "sequences", "heartbeat", "ota", "cmd/model", "cmd/ignore-regions"
+]
 
 
 @dataclass(frozen=True)
@@ -293,6 +327,9 @@ _TOPIC_SPECS = (
     TopicSpec("heartbeat", "device", 0, False, Heartbeat, "vital signs, best effort"),
     TopicSpec("ota", "device", 1, False, OtaProgress, "model update progress"),
     TopicSpec("cmd/model", "server", 1, True, ModelCommand, "the release the trap should run"),
+    TopicSpec(
+        "cmd/ignore-regions", "server", 1, True, IgnoreRegionsCommand, "static false positives to demote"
+    ),
 )
 TOPICS: Final[dict[TopicKind, TopicSpec]] = {spec.kind: spec for spec in _TOPIC_SPECS}
 TOPIC_KINDS: Final[tuple[TopicKind, ...]] = tuple(TOPICS)

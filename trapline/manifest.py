@@ -52,6 +52,9 @@ class ModelManifest(BaseModel):
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
+    key_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{16}$", description="id of the release key that signed this manifest"
+    )
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trapline.edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
-from trapline.edge.backends.litert import LiteRtBackend
 from trapline.edge.backends.onnxruntime import OnnxRuntimeBackend
-from trapline.edge.backends.tflite_runtime import TfliteRuntimeBackend
+from trapline.edge.backends.tflite import LiteRtBackend, TfliteRuntimeBackend
 from trapline.formats import format_for_path
 
 BACKENDS: dict[str, type[InferenceBackend]] = {

@@ -25,9 +25,11 @@ from trapline.server.api.routes import (
     inference,
     jobs,
     labels,
+    learning,
     media,
     models,
     session,
+    stats,
 )
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory
@@ -66,6 +68,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        learning,
+        stats,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

@@ -1,19 +1,31 @@
-"""A ZIP archive written as a stream of chunks: the archive never exists whole, in memory or on
-disk. Pictures are copied in 1 MiB pieces and stored as they are (JPEG does not deflate);
-tables are deflated."""
+"""A ZIP archive produced as a stream of chunks: the archive never exists whole, in memory or on
+disk. Each entry is generated content (deflated) or a file copied in 1 MiB pieces and stored as
+it is (pictures are JPEG already)."""
 
 from __future__ import annotations
 
 import io
 import logging
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+
+
+class ZipEntry(Protocol):
+    @property
+    def path(self) -> str: ...  # name in the archive
+
+    @property
+    def chunks(self) -> Iterable[bytes] | None: ...  # generated content
+
+    @property
+    def source(self) -> Path | None: ...  # or a file to copy
 
 
 class _Sink(io.RawIOBase):
@@ -40,29 +52,44 @@ class _Sink(io.RawIOBase):
         return data
 
 
-def _entry(name: str, compression: int) -> zipfile.ZipInfo:
+def _info(name: str, compression: int) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, datetime.now(UTC).timetuple()[:6])
     info.compress_type = compression
     info.external_attr = 0o644 << 16
     return info
 
 
-def stream_zip(files: Mapping[str, bytes], pictures: Mapping[str, Path]) -> Iterator[bytes]:
-    """The ZIP of `files` (name -> content) and `pictures` (name -> file on disk), in chunks."""
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A file's content in pieces, read only as they are asked for."""
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
+
+
+def zip_chunks(entries: Iterable[ZipEntry]) -> Iterator[bytes]:
+    """The ZIP of `entries`, in chunks of about 1 MiB or less (empty chunks left out)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(_entry(name, zipfile.ZIP_DEFLATED), content)
-            yield sink.take()
-        for name, source in pictures.items():
-            try:
-                src = source.open("rb")
-            except FileNotFoundError:  # deleted (retention) since the package was planned
-                log.warning("%s disappeared; left out of the archive", source)
-                continue
-            with src, archive.open(_entry(name, zipfile.ZIP_STORED), "w", force_zip64=True) as out:
-                while chunk := src.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    yield sink.take()
-            yield sink.take()
-    yield sink.take()  # the central directory
+        for entry in entries:
+            if entry.source is not None:
+                try:
+                    source = entry.source.open("rb")
+                except FileNotFoundError:  # deleted (retention) since the export was planned
+                    log.warning("%s disappeared; left out of the archive", entry.source)
+                    continue
+                stored = _info(entry.path, zipfile.ZIP_STORED)
+                with source, archive.open(stored, "w", force_zip64=True) as out:
+                    while chunk := source.read(CHUNK_BYTES):
+                        out.write(chunk)
+                        if data := sink.take():
+                            yield data
+            else:
+                with archive.open(_info(entry.path, zipfile.ZIP_DEFLATED), "w", force_zip64=True) as out:
+                    for chunk in entry.chunks or ():
+                        out.write(chunk)
+                        if data := sink.take():
+                            yield data
+            if data := sink.take():
+                yield data
+    if data := sink.take():  # the central directory
+        yield data

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
+from trapline.server.core.config import HeartbeatHistory
 from trapline.server.ingest.validate import Accepted
 from trapline.server.models import (
     DeadLetter,
@@ -29,6 +30,7 @@ from trapline.server.models import (
     DetectionFrame,
     Device,
     DeviceModelStatus,
+    HeartbeatSample,
     Sequence,
 )
 
@@ -59,6 +61,34 @@ class DeadLetterIn:
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.topic.encode() + b"\0" + self.payload).hexdigest()
+
+
+def _sample_heartbeat(
+    session: Session, device_id: str, beat: Heartbeat, now: datetime, history: HeartbeatHistory
+) -> None:
+    last = session.scalar(
+        select(func.max(HeartbeatSample.received_at)).where(HeartbeatSample.device_id == device_id)
+    )
+    if last is not None and now - last < history.sample_every:
+        return
+    session.execute(
+        delete(HeartbeatSample).where(
+            HeartbeatSample.device_id == device_id, HeartbeatSample.received_at < now - history.keep
+        )
+    )
+    session.add(
+        HeartbeatSample(
+            device_id=device_id,
+            received_at=now,
+            spool_depth=beat.spool_depth,
+            dropped=beat.dropped,
+            frames_processed=beat.frames_processed,
+            disk_free_bytes=beat.disk_free_bytes,
+            cpu_temp_c=beat.cpu_temp_c,
+            model_version=session.scalar(select(Device.model_version).where(Device.id == device_id)),
+        )
+    )
+    session.flush()
 
 
 def _insert(session: Session) -> Any:
@@ -161,7 +191,7 @@ def _store_status(session: Session, item: Accepted, message: StatusMessage) -> N
     )
 
 
-def _store_heartbeat(session: Session, item: Accepted, message: Heartbeat) -> None:
+def _store_heartbeat(session: Session, item: Accepted, message: Heartbeat, history: HeartbeatHistory) -> None:
     session.execute(
         update(Device)
         .where(Device.id == item.device_id)
@@ -172,6 +202,7 @@ def _store_heartbeat(session: Session, item: Accepted, message: Heartbeat) -> No
             clock_suspect=clock_suspect(message.ts, item.received_at),
         )
     )
+    _sample_heartbeat(session, item.device_id, message, item.received_at, history)
 
 
 def store_batch(
@@ -179,6 +210,7 @@ def store_batch(
     batch: Seq[Accepted],
     dead: Seq[DeadLetterIn | tuple[str, str, bytes]],
     auto_register: bool = False,
+    history: HeartbeatHistory = HeartbeatHistory(),  # noqa: B008 - frozen, never mutated
 ) -> StoreResult:
     """Store a batch of messages and dead letters in the caller's transaction."""
     now = datetime.now(UTC)
@@ -232,7 +264,7 @@ def store_batch(
     for item, status in statuses.values():
         _store_status(session, item, status)
     for item, beat in heartbeats.values():
-        _store_heartbeat(session, item, beat)
+        _store_heartbeat(session, item, beat, history)
     inserted = _insert_ignore(session, DetectionFrame.__table__, frames, ["id"], "id")  # type: ignore[arg-type]
     new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
     if new_boxes:

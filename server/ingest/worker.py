@@ -35,6 +35,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import UPLINK_KINDS
+from trapline.credentials import reveal
 from trapline.edge.health import sd_notify, watchdog_interval_s
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
@@ -108,7 +109,7 @@ class IngestWorker:
         )
         self.client.manual_ack_set(True)
         if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+            self.client.username_pw_set(settings.mqtt_username, reveal(settings.mqtt_password))
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -209,7 +210,9 @@ class IngestWorker:
 
     def _commit(self, accepted: list[Accepted], dead: list[DeadLetterIn]) -> StoreResult:
         with transaction(self.sessions) as session:
-            return store_batch(session, accepted, dead, self.settings.auto_register)
+            return store_batch(
+                session, accepted, dead, self.settings.auto_register, self.settings.heartbeat_history()
+            )
 
     def _database_answers(self) -> bool:
         try:

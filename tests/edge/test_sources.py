@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 import threading
 import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,33 @@ def test_replay_source_cycles_files_with_stable_keys(tmp_path: Path) -> None:
     assert len(keys) == 10 and len(set(keys)) == 10
     again = [f.key for f in make_source(config).frames(threading.Event(), lambda k: k in keys[:7]) if f]
     assert again == keys[7:]
+
+
+def test_replay_with_made_up_times_spreads_bursts_over_days_and_nights() -> None:
+    night, day = SAMPLES / "buow-IMG_8968.jpg", SAMPLES / "squirrel-frame105534.jpg"  # IR and colour
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    config = ReplaySourceConfig(files=[night, day], count=60, burst_size=3, run_name="t",
+                                synthetic_start=start, synthetic_seed=7, synthetic_mean_gap_h=6)  # fmt: skip
+    frames = [f for f in make_source(config).frames(threading.Event(), lambda k: False) if f]
+    times = [f.captured_at for f in frames]
+    assert times == sorted(times) and times[0] > start
+    assert times[-1] - times[0] > timedelta(days=3)  # 20 bursts, hours apart
+    for burst in range(20):
+        first, *rest = frames[burst * 3 : burst * 3 + 3]
+        assert {f.name for f in rest} == {first.name}  # one picture per burst
+        assert [(f.captured_at - first.captured_at).total_seconds() for f in rest] == [1.0, 2.0]
+        hour = first.captured_at.hour
+        assert (hour >= 19 or hour <= 5) if first.name == night.name else (7 <= hour <= 17), (
+            first.name,
+            hour,
+        )
+    # deterministic, and a restart skips done frames without moving the times of the rest
+    again = [
+        f
+        for f in make_source(config).frames(threading.Event(), lambda k: k in {f.key for f in frames[:30]})
+        if f
+    ]
+    assert [f.captured_at for f in again] == times[30:]
 
 
 def test_replay_source_needs_files(tmp_path: Path) -> None:

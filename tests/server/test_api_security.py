@@ -15,7 +15,8 @@ from sqlalchemy import select, update
 
 from tests.server.conftest import ADMIN, VIEWER
 from trapline.server.db import transaction
-from trapline.server.exports.zip_stream import CHUNK_BYTES, stream_zip
+from trapline.server.exports.camtrap_dp import Entry
+from trapline.server.exports.zip_stream import CHUNK_BYTES, zip_chunks
 from trapline.server.models import WebSession
 from trapline.server.security import hash_token
 
@@ -101,12 +102,18 @@ def test_zip_is_streamed_in_pieces_never_whole(tmp_path: Path) -> None:
     picture = tmp_path / "big.jpg"
     content = bytes(range(256)) * (20 * 1024 * 1024 // 256)  # 20 MiB
     picture.write_bytes(content)
-    chunks = list(stream_zip({"datapackage.json": b"{}", "media.csv": b"a,b\n"}, {"media/big.jpg": picture,
-                              "media/gone.jpg": tmp_path / "gone.jpg"}))  # fmt: skip
+    entries = [
+        Entry("datapackage.json", chunks=[b"{}"]),
+        Entry("media.csv", chunks=[b"a,b\n"] * 1000),
+        Entry("media/big.jpg", source=picture),
+        Entry("media/gone.jpg", source=tmp_path / "gone.jpg"),
+    ]
+    chunks = list(zip_chunks(entries))
     assert max(len(c) for c in chunks) <= CHUNK_BYTES + 4096  # never the whole archive at once
     assert len(chunks) >= 20
     archive = zipfile.ZipFile(io.BytesIO(b"".join(chunks)))
     assert archive.testzip() is None
     assert archive.read("media/big.jpg") == content
     assert archive.read("datapackage.json") == b"{}"
+    assert archive.read("media.csv") == b"a,b\n" * 1000
     assert "media/gone.jpg" not in archive.namelist()  # deleted meanwhile: left out, archive intact

@@ -51,3 +51,9 @@ def test_report_counts_precision_recall_confusion_and_images() -> None:
     assert report.per_class["animal"]["ap50"] == pytest.approx(
         average_precision(np.array([1.0, 0.0, 0.0]), np.array([0.9, 0.7, 0.1]), 2)
     )
+    # the charted precision-recall curve is the one AP integrates, for the classes in the truth only
+    assert set(report.pr_curves) == {"animal", "person"}
+    assert len(report.pr_curves["animal"]) == 101
+    assert np.mean(report.pr_curves["animal"]) == pytest.approx(report.per_class["animal"]["ap50"], abs=1e-3)
+    assert report.pr_curves["animal"][:51] == [1.0] * 51  # a's box, the best, is right
+    assert report.pr_curves["person"] == [0.0] * 101  # the person was never found

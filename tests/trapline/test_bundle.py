@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from trapline.bundle import BundleError, generate_keys, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
+from trapline.bundle import BundleError, pack_bundle, sign_bundle, unpack_bundle, verify_bundle
 from trapline.edge.agent import AgentCounters, load_detector
 from trapline.edge.config import COCO_STAND_IN, PACKAGED_MODEL, AgentConfig
+from trapline.keyring import generate_keys
 from trapline.manifest import ModelManifest
 
 
@@ -34,7 +35,7 @@ def test_a_signed_bundle_verifies_and_the_agent_runs_it(bundle: Path, keys: tupl
     assert set(manifest.files) == {"model.tflite"}
     config = AgentConfig.model_validate(
         {"device_id": "t", "source": {"type": "folder", "path": str(bundle)},
-         "model": {"path": str(bundle), "public_key": str(keys[1]), "fallback_to_packaged": False}}
+         "model": {"path": str(bundle), "keyring": str(keys[1]), "fallback_to_packaged": False}}
     )  # fmt: skip
     detector = load_detector(config, AgentCounters())
     assert detector.info.version == "7"
@@ -65,7 +66,7 @@ def test_the_agent_refuses_a_tampered_bundle_and_keeps_working(bundle: Path, key
     (bundle / "model.tflite").write_bytes((bundle / "model.tflite").read_bytes()[:-10])
     config = AgentConfig.model_validate(
         {"device_id": "t", "source": {"type": "folder", "path": str(bundle)},
-         "model": {"path": str(bundle), "public_key": str(keys[1])}}
+         "model": {"path": str(bundle), "keyring": str(keys[1])}}
     )  # fmt: skip
     counters = AgentCounters()
     detector = load_detector(config, counters)
@@ -92,9 +93,9 @@ def test_archive_round_trip_refuses_path_tricks(
 
 
 def test_the_shipped_bundle_verifies_with_the_packaged_release_key() -> None:
-    from trapline.edge.config import PACKAGED_PUBLIC_KEY
+    from trapline.edge.config import PACKAGED_KEYRING
 
-    manifest = verify_bundle(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+    manifest = verify_bundle(PACKAGED_MODEL, PACKAGED_KEYRING)
     assert manifest.name == "trapline-nano"
     assert manifest.class_names == ["animal", "person", "vehicle"]
     assert "test_split" in manifest.metrics

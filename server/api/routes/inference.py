@@ -43,9 +43,7 @@ def _detector(request: Request) -> Detector:
     with _load_lock:
         if getattr(state, "detector", None) is None:
             settings = state.settings
-            state.detector = Detector(
-                resolve_model_file(settings.inference_model, settings.release_public_key)
-            )
+            state.detector = Detector(resolve_model_file(settings.inference_model, settings.release_keyring))
     detector: Detector = state.detector
     return detector
 

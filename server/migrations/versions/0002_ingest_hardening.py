@@ -2,7 +2,7 @@
 letters, dashboard sessions
 
 Revision ID: 0002_ingest_hardening
-Revises: 0001
+Revises: 0002_learning_loop
 Create Date: 2026-11-23 09:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_ingest_hardening"
-down_revision = "0001"
+down_revision = "0002_learning_loop"  # re-chained after merging main
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,114 @@
+"""`trapline export bundle`: a real model becomes a signed bundle whose manifest carries what the
+trap and the dashboard need (classes, input, metrics with curves, provenance)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from trapline.bundle import unpack_bundle, verify_bundle
+from trapline.edge.config import PACKAGED_MODEL, PACKAGED_MODELS
+from trapline.export.bundle import build_bundle, bundle_metrics, finite_json, training_provenance
+from trapline.keyring import generate_keys
+from trapline.manifest import Thresholds
+
+COCO_ONNX = PACKAGED_MODELS / "yolov8n-coco-int8-dynamic.onnx"  # carries Ultralytics' metadata
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    generate_keys(tmp_path / "keys" / "release.key", tmp_path / "keys" / "release.pub")
+    return tmp_path / "keys" / "release.key", tmp_path / "keys" / "release.pub"
+
+
+def _evaluation(tmp_path: Path) -> Path:
+    """A `train evaluate` report.json: the shipped model's own, with a NaN as evaluate writes it."""
+    report = json.loads((PACKAGED_MODEL / "report.json").read_text())
+    report["model"]["pr_curves"] = {"animal": [1.0] * 50 + [0.5] * 51}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))  # json writes NaN for vehicle's AP: not valid JSON for a browser
+    assert "NaN" in path.read_text()
+    return path
+
+
+def test_metrics_keep_numbers_and_curves_and_drop_nan(tmp_path: Path) -> None:
+    checks = [{"target": "onnx-int8", "val_map50": 0.65, "pytorch_val_map50": 0.64, "passed": True}]
+    (tmp_path / "export_report.json").write_text(json.dumps(checks))
+    metrics = bundle_metrics(_evaluation(tmp_path), tmp_path / "export_report.json")
+    test = metrics["test_split"]
+    assert test["map50"] == pytest.approx(0.3934908282153911)
+    assert test["classes"] == ["animal", "person", "vehicle"]
+    assert len(test["confusion"]) == 4 and len(test["confusion"][0]) == 4  # classes + background
+    assert test["threshold_curve"][0]["confidence"] == 0.5
+    assert test["pr_curves"]["animal"][0] == 1.0
+    assert test["per_class"]["vehicle"]["ap50"] is None  # NaN in the report, null in JSON
+    assert metrics["test_split_baseline"]["per_class"]["person"]["ap50"] == 1.0
+    assert metrics["export_checks_val_split"] == checks
+    json.dumps(metrics, allow_nan=False)  # a browser can parse it
+
+
+def test_finite_json_walks_nested_values() -> None:
+    assert finite_json({"a": [1.0, math.nan, {"b": math.inf}], "c": (2,)}) == {
+        "a": [1.0, None, {"b": None}],
+        "c": [2],
+    }
+
+
+def test_training_provenance_reads_the_run_and_the_split(tmp_path: Path) -> None:
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "data.yaml").write_text("path: .\n")
+    (dataset / "splits.json").write_text(json.dumps({"a.jpg": "train", "b.jpg": "train", "c.jpg": "test"}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "args.yaml").write_text(
+        f"model: yolov8n.pt\nepochs: 30\nimgsz: 416\ndata: {dataset / 'data.yaml'}\nlr0: 0.01\n"
+    )
+    provenance = training_provenance(run)
+    assert provenance["training"]["epochs"] == 30 and provenance["training"]["imgsz"] == 416
+    assert "lr0" not in provenance["training"]  # only the arguments that define the run
+    assert provenance["dataset"] == {"images_per_split": {"test": 1, "train": 2}}
+
+
+def test_build_sign_pack_and_verify_a_real_model(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    report = tmp_path / "report.md"
+    report.write_text("# evaluation\n")
+    manifest = build_bundle(
+        COCO_ONNX,
+        tmp_path / "bundle",
+        "coco-test",
+        "3",
+        keys[0],
+        metrics={"test_split": {"map50": math.nan, "precision": 0.5}},
+        provenance={"training": {"epochs": 1}},
+        thresholds=Thresholds(conf=0.3),
+        extra_files=[report],
+        archive=True,
+    )
+    assert (manifest.name, manifest.version, manifest.format) == ("coco-test", "3", "onnx")
+    assert (manifest.input.height, manifest.input.width) == (640, 640)
+    assert len(manifest.class_names) == 80 and manifest.categories is not None
+    assert manifest.categories[manifest.class_names.index("person")] == "person"
+    assert manifest.categories[manifest.class_names.index("dog")] == "animal"
+    assert manifest.categories[manifest.class_names.index("chair")] is None  # not published
+    assert manifest.thresholds.conf == 0.3
+    assert manifest.metrics["test_split"] == {"map50": None, "precision": 0.5}
+    assert (
+        manifest.provenance["training"] == {"epochs": 1}
+        and manifest.provenance["source_model"] == COCO_ONNX.name
+    )
+    assert set(manifest.files) == {"model.onnx", "report.md"}
+    assert verify_bundle(tmp_path / "bundle", keys[1]).files == manifest.files
+    unpacked = unpack_bundle((tmp_path / "bundle.tar.gz").read_bytes(), tmp_path / "unpacked")
+    assert verify_bundle(unpacked, keys[1]).version == "3"
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not protobuf")
+    with pytest.raises(Exception, match="not a loadable ONNX model"):
+        build_bundle(fake, tmp_path / "bundle", "x", "1", keys[0])
+    assert not (tmp_path / "bundle" / "manifest.sig").exists()
