@@ -64,7 +64,19 @@ def test_cookie_is_not_secure_over_plain_http(client: TestClient) -> None:
     assert "Secure" not in login.headers["set-cookie"]
 
 
+def _deploy(client: TestClient) -> None:
+    body = {
+        "device_id": "trap-01",
+        "latitude": 37.0,
+        "longitude": -122.0,
+        "start": "2026-11-01T00:00:00+00:00",
+    }
+    response = client.post("/api/v1/deployments", json=body, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 201, response.text
+
+
 def test_times_without_a_timezone_are_refused_not_a_server_error(client: TestClient) -> None:
+    _deploy(client)
     headers = {"Authorization": f"Bearer {VIEWER}"}
     naive = "2026-11-22T03:00:00"
     for path in ("/api/v1/detections", "/api/v1/counts/daily", "/api/v1/exports/megadetector",
@@ -83,6 +95,7 @@ def test_times_without_a_timezone_are_refused_not_a_server_error(client: TestCli
 
 
 def test_exports_are_limited_in_number(client: TestClient) -> None:
+    _deploy(client)
     headers = {"Authorization": f"Bearer {VIEWER}"}
     gate = client.app.state.export_gate  # type: ignore[attr-defined]
     assert gate.acquire(blocking=False)  # an export is being built
@@ -94,7 +107,10 @@ def test_exports_are_limited_in_number(client: TestClient) -> None:
     finally:
         gate.release()
     for _ in range(3):  # every finished export gives its slot back
-        assert client.get("/api/v1/exports/camtrap-dp", headers=headers).status_code == 200
+        response = client.get("/api/v1/exports/camtrap-dp", headers=headers)
+        assert response.status_code == 200
+        assert "content-length" not in response.headers  # streamed, never built whole first
+        assert zipfile.ZipFile(io.BytesIO(response.content)).testzip() is None
         assert client.get("/api/v1/exports/megadetector", headers=headers).status_code == 200
 
 
