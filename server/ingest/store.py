@@ -17,21 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
 from trapline.server.core.config import HeartbeatHistory
+from trapline.server.ingest import bulk
 from trapline.server.ingest.validate import Accepted
 from trapline.server.models import (
     DeadLetter,
-    Detection,
-    DetectionFrame,
     Device,
     DeviceModelStatus,
     HeartbeatSample,
-    Sequence,
 )
 
 # A trap's clock is implausible before this (a Pi without an RTC starts at 1970) or this far ahead
@@ -111,6 +109,7 @@ def _insert_ignore(
 
 
 def _known_devices(session: Session, device_ids: set[str], now: datetime, auto_register: bool) -> set[str]:
+    """The senders that may store (registered, or now registered); their last_seen_at is now."""
     if not device_ids:
         return set()
     if auto_register:
@@ -124,6 +123,41 @@ def _known_devices(session: Session, device_ids: set[str], now: datetime, auto_r
     return known
 
 
+@dataclass
+class _Plan:
+    """A batch turned into rows, before the database is touched (so that write locks are held
+    only while writing: SQLite has one writer at a time)."""
+
+    frames: dict[str, list[tuple[Any, ...]]]  # device -> frame rows
+    boxes: dict[str, list[tuple[Any, ...]]]  # frame id -> box rows
+    sequences: dict[str, list[tuple[Any, ...]]]  # device -> sequence rows
+    progress: dict[str, list[dict[str, Any]]]  # device -> OTA progress rows
+    # only the newest status and heartbeat of each trap in the batch matter (arrival order)
+    statuses: dict[str, tuple[Accepted, StatusMessage]]
+    heartbeats: dict[str, tuple[Accepted, Heartbeat]]
+
+
+def _plan(batch: Seq[Accepted]) -> _Plan:
+    plan = _Plan({}, {}, {}, {}, {}, {})
+    for item in batch:
+        message, device = item.message, item.device_id
+        if isinstance(message, DetectionMessage):
+            plan.frames.setdefault(device, []).append(_frame_row(message, item.received_at))
+            plan.boxes[message.id] = _box_rows(message)
+        elif isinstance(message, SequenceSummary):
+            plan.sequences.setdefault(device, []).append(_sequence_row(message))
+        elif isinstance(message, StatusMessage):
+            plan.statuses[device] = (item, message)
+        elif isinstance(message, Heartbeat):
+            plan.heartbeats[device] = (item, message)
+        elif isinstance(message, OtaProgress):
+            plan.progress.setdefault(device, []).append(
+                {"device_id": device, "version": message.version, "stage": message.stage,
+                 "reason": message.reason, "at": message.ts}
+            )  # fmt: skip
+    return plan
+
+
 @dataclass(frozen=True)
 class StoreResult:
     new_frames: int
@@ -131,44 +165,31 @@ class StoreResult:
     dead_letters: int  # malformed, plus messages from devices nobody registered
 
 
-def _frame_row(message: DetectionMessage, received_at: datetime) -> dict[str, Any]:
-    cats = sorted({d.category for d in message.detections})
-    return {
-        "id": message.id,
-        "device_id": message.device_id,
-        "captured_at": message.captured_at,
-        "processed_at": message.processed_at,
-        "received_at": received_at,
-        "sequence_id": message.sequence_id,
-        "frame_index": message.frame_index,
-        "image_file": message.image.file,
-        "image_sha256": message.image.sha256,
-        "width": message.image.width,
-        "height": message.image.height,
-        "night": message.image.night,
-        "model_name": message.model.name,
-        "model_version": message.model.version,
-        "inference_ms": message.inference_ms,
-        "detection_count": len(message.detections),
-        "max_conf": max((d.conf for d in message.detections), default=0.0),
-        "categories": "," + ",".join(cats) + "," if cats else "",
-        "clock_suspect": clock_suspect(message.captured_at, received_at),
-    }
+def _frame_row(message: DetectionMessage, received_at: datetime) -> tuple[Any, ...]:
+    """A detection_frames row in bulk.FRAME_COLUMNS order."""
+    detections = message.detections
+    cats = sorted({d.category for d in detections})
+    image = message.image
+    return (
+        message.id, message.device_id, message.captured_at, message.processed_at, received_at,
+        message.sequence_id, message.frame_index, image.file, image.sha256, image.width, image.height,
+        image.night, message.model.name, message.model.version, message.inference_ms, len(detections),
+        max((d.conf for d in detections), default=0.0), "," + ",".join(cats) + "," if cats else "",
+        clock_suspect(message.captured_at, received_at),
+    )  # fmt: skip
 
 
-def _box_rows(message: DetectionMessage) -> list[dict[str, Any]]:
-    return [
-        {
-            "frame_id": message.id,
-            "category": d.category,
-            "conf": d.conf,
-            "x": d.bbox[0],
-            "y": d.bbox[1],
-            "w": d.bbox[2],
-            "h": d.bbox[3],
-        }
-        for d in message.detections
-    ]
+def _box_rows(message: DetectionMessage) -> list[tuple[Any, ...]]:
+    """detections rows in bulk.BOX_COLUMNS order."""
+    return [(message.id, d.category, d.conf, *d.bbox) for d in message.detections]
+
+
+def _sequence_row(message: SequenceSummary) -> tuple[Any, ...]:
+    return (
+        message.sequence_id, message.device_id, message.first_frame_at, message.last_frame_at,
+        message.frame_count, {k: v.model_dump() for k, v in message.categories.items()},
+        dict(message.mean_class_probabilities),
+    )  # fmt: skip
 
 
 def _store_status(session: Session, item: Accepted, message: StatusMessage) -> None:
@@ -213,6 +234,7 @@ def store_batch(
     history: HeartbeatHistory = HeartbeatHistory(),  # noqa: B008 - frozen, never mutated
 ) -> StoreResult:
     """Store a batch of messages and dead letters in the caller's transaction."""
+    plan = _plan(batch)  # all the Python work first: the writes below follow each other closely
     now = datetime.now(UTC)
     known = _known_devices(session, {a.device_id for a in batch}, now, auto_register)
     letters = [d if isinstance(d, DeadLetterIn) else DeadLetterIn(*d) for d in dead]
@@ -221,55 +243,18 @@ def store_batch(
         for a in batch
         if a.device_id not in known
     ]
-    frames: list[dict[str, Any]] = []
-    boxes: dict[str, list[dict[str, Any]]] = {}
-    sequences: list[dict[str, Any]] = []
-    progress: list[dict[str, Any]] = []
-    # only the newest status and heartbeat of each trap in this batch matter (arrival order)
-    statuses: dict[str, tuple[Accepted, StatusMessage]] = {}
-    heartbeats: dict[str, tuple[Accepted, Heartbeat]] = {}
-    for item in batch:
-        if item.device_id not in known:
-            continue
-        message = item.message
-        if isinstance(message, DetectionMessage):
-            frames.append(_frame_row(message, item.received_at))
-            boxes[message.id] = _box_rows(message)
-        elif isinstance(message, SequenceSummary):
-            sequences.append(
-                {
-                    "id": message.sequence_id,
-                    "device_id": message.device_id,
-                    "first_frame_at": message.first_frame_at,
-                    "last_frame_at": message.last_frame_at,
-                    "frame_count": message.frame_count,
-                    "categories": {k: v.model_dump() for k, v in message.categories.items()},
-                    "mean_class_probabilities": dict(message.mean_class_probabilities),
-                }
-            )
-        elif isinstance(message, StatusMessage):
-            statuses[item.device_id] = (item, message)
-        elif isinstance(message, Heartbeat):
-            heartbeats[item.device_id] = (item, message)
-        elif isinstance(message, OtaProgress):
-            progress.append(
-                {
-                    "device_id": item.device_id,
-                    "version": message.version,
-                    "stage": message.stage,
-                    "reason": message.reason,
-                    "at": message.ts,
-                }
-            )
-    for item, status in statuses.values():
-        _store_status(session, item, status)
-    for item, beat in heartbeats.values():
-        _store_heartbeat(session, item, beat, history)
-    inserted = _insert_ignore(session, DetectionFrame.__table__, frames, ["id"], "id")  # type: ignore[arg-type]
-    new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
-    if new_boxes:
-        session.execute(insert(Detection), new_boxes)
-    _insert_ignore(session, Sequence.__table__, sequences, ["id"], None)  # type: ignore[arg-type]
+    for device, (item, status) in plan.statuses.items():
+        if device in known:
+            _store_status(session, item, status)
+    for device, (item, beat) in plan.heartbeats.items():
+        if device in known:
+            _store_heartbeat(session, item, beat, history)
+    frames = [row for device, rows in plan.frames.items() if device in known for row in rows]
+    inserted = bulk.insert_frames(session, frames)
+    # boxes only of the frames stored now: a redelivered frame's boxes are there already
+    bulk.insert_boxes(session, [box for frame_id in inserted for box in plan.boxes[frame_id]])
+    bulk.insert_sequences(session, [r for d, rows in plan.sequences.items() if d in known for r in rows])
+    progress = [r for d, rows in plan.progress.items() if d in known for r in rows]
     _insert_ignore(
         session,
         DeviceModelStatus.__table__,  # type: ignore[arg-type]

@@ -45,7 +45,8 @@ from trapline.server.ingest.validate import Accepted, Rejected, validate
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 30.0
+TRANSIENT_RETRIES = 5  # a batch failing this often for a database that answers is looked into
 
 
 @dataclass
@@ -230,7 +231,11 @@ class IngestWorker:
                 return self._commit(accepted, dead)
             except Exception as exc:  # noqa: BLE001 - sorted out below, never fatal
                 self.counters.db_errors += 1
-                if database_unavailable(exc) and not self._database_answers():
+                # a busy or unreachable database: the same batch again, later (a lock held by
+                # another writer, a restart, a full disk); never a reason to blame a message
+                if database_unavailable(exc) and (
+                    attempt < TRANSIENT_RETRIES or not self._database_answers()
+                ):
                     log.error("database unavailable (%s); batch of %d waits", _describe(exc), len(accepted))
                     self._backoff(attempt)
                     attempt += 1
