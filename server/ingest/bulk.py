@@ -87,12 +87,12 @@ def _pg_copy(
 def _pg_frames(dbapi: Any, rows: list[tuple[Any, ...]]) -> set[str]:
     names = ", ".join(FRAME_COLUMNS)
     with dbapi.cursor() as cursor:
-        # lives as long as the connection, emptied at every commit
+        # lives as long as the connection, emptied at every commit; asked for in every transaction
+        # (cheap) because a rolled-back transaction takes a table it created with it
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS frames_in (LIKE detection_frames INCLUDING DEFAULTS)"
             " ON COMMIT DELETE ROWS"
         )
-        cursor.execute("TRUNCATE frames_in")  # left over from a failed attempt in this transaction
         _pg_copy(cursor, "frames_in", FRAME_COLUMNS, FRAME_PG_TYPES, rows)
         cursor.execute(
             f"INSERT INTO detection_frames ({names}) SELECT {names} FROM frames_in"  # noqa: S608 - constants

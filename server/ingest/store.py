@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, update
+from sqlalchemy import String, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -61,32 +61,42 @@ class DeadLetterIn:
         return hashlib.sha256(self.topic.encode() + b"\0" + self.payload).hexdigest()
 
 
-def _sample_heartbeat(
-    session: Session, device_id: str, beat: Heartbeat, now: datetime, history: HeartbeatHistory
+def _sample_heartbeats(
+    session: Session, beats: list[tuple[str, Heartbeat, datetime]], history: HeartbeatHistory
 ) -> None:
-    last = session.scalar(
-        select(func.max(HeartbeatSample.received_at)).where(HeartbeatSample.device_id == device_id)
+    """Keep at most one heartbeat per trap per `history.sample_every`, none older than
+    `history.keep` (for the fleet charts); a few statements for the whole batch."""
+    if not beats:
+        return
+    devices = [device for device, _, _ in beats]
+    last: dict[str, datetime] = dict(
+        session.execute(
+            select(HeartbeatSample.device_id, func.max(HeartbeatSample.received_at))
+            .where(HeartbeatSample.device_id.in_(devices))
+            .group_by(HeartbeatSample.device_id)
+        ).all()
     )
-    if last is not None and now - last < history.sample_every:
+    due = [(d, beat, at) for d, beat, at in beats if d not in last or at - last[d] >= history.sample_every]
+    if not due:
         return
     session.execute(
         delete(HeartbeatSample).where(
-            HeartbeatSample.device_id == device_id, HeartbeatSample.received_at < now - history.keep
+            HeartbeatSample.device_id.in_([d for d, _, _ in due]),
+            HeartbeatSample.received_at < min(at for _, _, at in due) - history.keep,
         )
     )
-    session.add(
-        HeartbeatSample(
-            device_id=device_id,
-            received_at=now,
-            spool_depth=beat.spool_depth,
-            dropped=beat.dropped,
-            frames_processed=beat.frames_processed,
-            disk_free_bytes=beat.disk_free_bytes,
-            cpu_temp_c=beat.cpu_temp_c,
-            model_version=session.scalar(select(Device.model_version).where(Device.id == device_id)),
-        )
+    models = dict(
+        session.execute(select(Device.id, Device.model_version).where(Device.id.in_(devices))).all()
     )
-    session.flush()
+    session.execute(
+        insert(HeartbeatSample),
+        [
+            {"device_id": d, "received_at": at, "spool_depth": beat.spool_depth, "dropped": beat.dropped,
+             "frames_processed": beat.frames_processed, "disk_free_bytes": beat.disk_free_bytes,
+             "cpu_temp_c": beat.cpu_temp_c, "model_version": models.get(d)}
+            for d, beat, at in due
+        ],
+    )  # fmt: skip
 
 
 def _insert(session: Session) -> Any:
@@ -192,38 +202,73 @@ def _sequence_row(message: SequenceSummary) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _store_status(session: Session, item: Accepted, message: StatusMessage) -> None:
-    values: dict[str, Any] = {
-        "state": message.state,
-        "state_at": message.ts,
-        "state_received_at": item.received_at,
-        "agent_version": message.agent_version,
-        "clock_suspect": clock_suspect(message.ts, item.received_at),
-    }
-    if message.model is not None:
-        values |= {"model_name": message.model.name, "model_version": message.model.version}
-    session.execute(
-        update(Device)
-        .where(Device.id == item.device_id)
-        # arrival order: a Last Will sent after a kill -9 wins over the "online" before it,
-        # whatever either claims about the time
-        .where(or_(Device.state_received_at.is_(None), Device.state_received_at <= item.received_at))
-        .values(**values)
+_DEVICES = Device.__table__
+_STATE_AT, _BEAT_AT = _DEVICES.c.state_received_at, _DEVICES.c.last_heartbeat_at
+# one statement each, executed for all the batch's traps at once (executemany)
+_STATUS_UPDATE = (
+    _DEVICES.update()  # type: ignore[attr-defined]
+    .where(_DEVICES.c.id == bindparam("b_id"))
+    # arrival order: a Last Will sent after a kill -9 wins over the "online" before it, whatever
+    # either claims about the time
+    .where(
+        or_(_DEVICES.c.state_received_at.is_(None), _DEVICES.c.state_received_at <= bindparam("b_received"))
     )
+    .values(
+        state=bindparam("b_state"),
+        state_at=bindparam("b_ts"),
+        state_received_at=bindparam("b_received"),
+        agent_version=bindparam("b_agent"),
+        clock_suspect=bindparam("b_suspect"),
+        model_name=func.coalesce(bindparam("b_model_name", type_=String), _DEVICES.c.model_name),
+        model_version=func.coalesce(bindparam("b_model_version", type_=String), _DEVICES.c.model_version),
+    )
+)
+_HEARTBEAT_UPDATE = (
+    _DEVICES.update()  # type: ignore[attr-defined]
+    .where(_DEVICES.c.id == bindparam("b_id"))
+    .where(
+        or_(_DEVICES.c.last_heartbeat_at.is_(None), _DEVICES.c.last_heartbeat_at <= bindparam("b_received"))
+    )
+    .values(
+        last_heartbeat_at=bindparam("b_received"),
+        heartbeat=bindparam("b_beat"),
+        clock_suspect=bindparam("b_suspect"),
+    )
+)
 
 
-def _store_heartbeat(session: Session, item: Accepted, message: Heartbeat, history: HeartbeatHistory) -> None:
-    session.execute(
-        update(Device)
-        .where(Device.id == item.device_id)
-        .where(or_(Device.last_heartbeat_at.is_(None), Device.last_heartbeat_at <= item.received_at))
-        .values(
-            last_heartbeat_at=item.received_at,
-            heartbeat=message.model_dump(mode="json", by_alias=True),
-            clock_suspect=clock_suspect(message.ts, item.received_at),
-        )
+def _store_statuses(session: Session, statuses: list[tuple[Accepted, StatusMessage]]) -> None:
+    if statuses:
+        session.connection().execute(
+            _STATUS_UPDATE,
+            [
+                {"b_id": item.device_id, "b_received": item.received_at, "b_state": message.state,
+                 "b_ts": message.ts, "b_agent": message.agent_version,
+                 "b_suspect": clock_suspect(message.ts, item.received_at),
+                 "b_model_name": message.model.name if message.model else None,
+                 "b_model_version": message.model.version if message.model else None}
+                for item, message in statuses
+            ],
+        )  # fmt: skip
+
+
+def _store_heartbeats(
+    session: Session, beats: list[tuple[Accepted, Heartbeat]], history: HeartbeatHistory
+) -> None:
+    if not beats:
+        return
+    session.connection().execute(
+        _HEARTBEAT_UPDATE,
+        [
+            {"b_id": item.device_id, "b_received": item.received_at,
+             "b_beat": message.model_dump(mode="json", by_alias=True),
+             "b_suspect": clock_suspect(message.ts, item.received_at)}
+            for item, message in beats
+        ],
+    )  # fmt: skip
+    _sample_heartbeats(
+        session, [(item.device_id, message, item.received_at) for item, message in beats], history
     )
-    _sample_heartbeat(session, item.device_id, message, item.received_at, history)
 
 
 def store_batch(
@@ -243,12 +288,10 @@ def store_batch(
         for a in batch
         if a.device_id not in known
     ]
-    for device, (item, status) in plan.statuses.items():
-        if device in known:
-            _store_status(session, item, status)
-    for device, (item, beat) in plan.heartbeats.items():
-        if device in known:
-            _store_heartbeat(session, item, beat, history)
+    _store_statuses(session, [entry for device, entry in plan.statuses.items() if device in known])
+    _store_heartbeats(
+        session, [entry for device, entry in plan.heartbeats.items() if device in known], history
+    )
     frames = [row for device, rows in plan.frames.items() if device in known for row in rows]
     inserted = bulk.insert_frames(session, frames)
     # boxes only of the frames stored now: a redelivered frame's boxes are there already

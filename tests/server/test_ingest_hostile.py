@@ -234,8 +234,10 @@ def test_device_state_follows_arrival_not_the_traps_clock(ingest: Any, broker: M
     _, sessions = ingest
     publisher = mqtt_publisher(broker)
 
-    def status(state: str, ts: str) -> None:
-        body = {"state": state, "ts": ts, "agent_version": "0.1.0"}
+    def status(state: str, ts: str, model: dict[str, str] | None = None) -> None:
+        body: dict[str, Any] = {"state": state, "ts": ts, "agent_version": "0.1.0"}
+        if model:
+            body["model"] = model
         publisher.publish("trapline/trap-01/status", json.dumps(body).encode(), qos=1).wait_for_publish(5)
 
     def device() -> Device:
@@ -244,13 +246,17 @@ def test_device_state_follows_arrival_not_the_traps_clock(ingest: Any, broker: M
             assert row is not None
             return row
 
-    status("online", "2099-01-01T00:00:00+00:00")  # a broken clock
-    assert wait_until(lambda: device().state == "online", 10)
+    status(
+        "online", "2099-01-01T00:00:00+00:00", {"name": "trapline-nano", "version": "7", "sha256": "c" * 64}
+    )
+    assert wait_until(lambda: device().state == "online", 10)  # a broken clock: shown, flagged
     assert device().clock_suspect
+    assert device().model_version == "7"
     an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     status("offline", an_hour_ago)  # later, but "older": it still wins
     assert wait_until(lambda: device().state == "offline", 10)
     assert not device().clock_suspect
+    assert device().model_version == "7"  # a status without a model keeps the one known
     status("online", "1970-01-01T00:00:07+00:00")  # a Pi before NTP
     assert wait_until(lambda: device().state == "online", 10)
     row = device()

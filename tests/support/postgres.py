@@ -28,7 +28,9 @@ def available() -> bool:
 
 
 class TemporaryPostgres:
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """`settings`: extra server settings (`-c name=value`), e.g. for benchmarks."""
+        self.settings = settings or {}
         bindir = _bin_dir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
@@ -81,6 +83,7 @@ class TemporaryPostgres:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
             " -c timezone=Pacific/Auckland"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
             "-w", "start",
