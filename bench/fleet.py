@@ -7,8 +7,9 @@ ingest` worker processes and Mosquitto on this machine:
    10 s on average, a sequence summary every third frame, a heartbeat a minute at QoS 0);
 2. outage: the swarm process is killed, every connection dies at once and the broker publishes
    each trap's Last Will (counted: every trap must end up `offline`);
-3. reconnect storm: all traps come back at once and flush their backlog (`--backlog` frames each,
-   plus a summary per three) as fast as their window of 100 unacknowledged messages allows;
+3. reconnect storm: all traps come back at once and flush their backlog (`--backlog` messages
+   each: three frames, then their sequence summary, and so on) as fast as their window of 100
+   unacknowledged messages allows;
    time to drain = first reconnect to last row; every id, box and summary is counted;
 4. after the storm: steady again, for the delay once drained.
 
@@ -18,8 +19,9 @@ it on SQLite. Memory: peak RSS of Mosquitto and of the ingest workers. The basel
 the same run: a bare subscriber that only receives the same storm (what the broker and one Python
 client can move at all).
 
-Default: a short run (30 frames backlog per trap). `--full`: the 1,000-trap storm with a day's
-backlog (1,440 frames each: 1.44 M frames + 0.48 M summaries) into PostgreSQL.
+Default: a short run (a backlog of 40 messages per trap). `--full`: the 1,000-trap storm with a
+day's backlog, a message a minute (1,440 each: 1.08 M frames + 0.36 M summaries = 1.44 M messages),
+into PostgreSQL.
 Run: `python -m bench.fleet [--full] [--traps 100,1000] [--backlog N] [--databases sqlite,postgresql]`.
 """
 
@@ -49,7 +51,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
-from bench.swarm import SwarmReport, SwarmSpec, device_name, run_swarm
+from bench.swarm import SwarmReport, SwarmSpec, device_name, run_swarm, storm_frames
 from tests.support.postgres import TemporaryPostgres, available
 from trapline.cli.broker import MosquittoBroker
 from trapline.server.migrate import upgrade
@@ -348,8 +350,8 @@ def run_fleet(
             storm, queue = _swarm(SwarmSpec("storm", broker.port, 0, traps, "b", backlog=backlog))
             report = _report(queue, 3600)
             started = report.connected_at  # every trap is back
-            drained = _wait_rows(rows, "b", traps * backlog, 3600)
-            lost, duplicated, totals = rows.audit("b", traps, backlog)
+            drained = _wait_rows(rows, "b", traps * storm_frames(backlog), 3600)
+            lost, duplicated, totals = rows.audit("b", traps, storm_frames(backlog))
             storm.join(60)
             note = (
                 f"{totals['frames']} frames, {totals['boxes']} boxes, {totals['sequences']} summaries, "
@@ -381,7 +383,7 @@ def run_fleet(
 
 def bare_subscriber(traps: int, backlog: int, work: Path) -> PhaseResult:
     """The baseline: the same storm into a subscriber that only counts what it receives."""
-    expected = traps * backlog + traps * (backlog // 3)
+    expected = traps * backlog
     received = [0]
     done = threading.Event()
 
@@ -403,7 +405,8 @@ def bare_subscriber(traps: int, backlog: int, work: Path) -> PhaseResult:
         elapsed = time.time() - started
         storm.join(60)
         client.loop_stop()
-    return PhaseResult("storm", traps * backlog, received[0], elapsed, [], note="bare subscriber")
+    frames = traps * storm_frames(backlog)
+    return PhaseResult("storm", frames, received[0], elapsed, [], note="bare subscriber")
 
 
 def _fmt(value: float | None) -> str:
@@ -412,7 +415,7 @@ def _fmt(value: float | None) -> str:
 
 def build_table(results: list[RunResult], baseline: PhaseResult | None, backlog: int) -> Table:
     table = Table(
-        title=f"Fleet: traps against Mosquitto, ingest and the database (storm: {backlog} frames per trap)"
+        title=f"Fleet: traps against Mosquitto, ingest and the database (storm: {backlog} messages per trap)"
     )
     for column in (
         "database",
@@ -478,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="1,000 traps with a day's backlog into PostgreSQL"
     )
     parser.add_argument("--traps", default="100,1000", help="fleet sizes, comma-separated")
-    parser.add_argument("--backlog", type=int, default=30, help="frames per trap in the storm")
+    parser.add_argument(
+        "--backlog", type=int, default=40, help="messages per trap in the storm (3 frames, 1 summary, ...)"
+    )
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2", help="ingest workers for the storm-only runs")
     parser.add_argument("--no-baseline", action="store_true")

@@ -115,7 +115,7 @@ class SwarmSpec:
     seconds: float = 0.0  # steady: how long
     frame_every_s: float = 10.0  # steady: one frame per trap this often (on average)
     heartbeat_every_s: float = 60.0
-    backlog: int = 0  # storm: frames per trap (plus a summary per three)
+    backlog: int = 0  # storm: messages per trap (three frames, then their summary, and so on)
     window: int = 100  # unacknowledged QoS 1 messages per trap (the agent's max_inflight)
 
 
@@ -237,17 +237,22 @@ async def _steady(link: TrapLink, spec: SwarmSpec, report: SwarmReport, rng: ran
         await asyncio.sleep(min(rng.expovariate(1 / spec.frame_every_s), max(0.0, end - time.monotonic())))
 
 
+def storm_frames(backlog: int) -> int:
+    """Frames among `backlog` messages: three frames, then their sequence summary, and so on."""
+    return backlog - backlog // 4
+
+
 async def _storm(link: TrapLink, spec: SwarmSpec, report: SwarmReport) -> None:
     device = link.device
+    frames = storm_frames(spec.backlog)
     start = datetime.now(UTC) - timedelta(days=1)  # a day's backlog, frames spread over it
-    step = timedelta(days=1) / max(1, spec.backlog)
-    for frame in range(spec.backlog):
+    step = timedelta(days=1) / max(1, frames)
+    for frame in range(frames):
         captured = start + frame * step
         sequence = f"seq-{spec.phase}{frame // 3:07d}"
         ident = f"{spec.phase}{frame:08d}"
-        await link.publish(
-            "detections", partial(detection, device, ident, sequence, frame % 3, captured, spec.phase)
-        )
+        frame_message = partial(detection, device, ident, sequence, frame % 3, captured, spec.phase)
+        await link.publish("detections", frame_message)
         report.frames += 1
         report.boxes += frame % 3
         if frame % 3 == 2:

@@ -39,6 +39,7 @@ from trapline.credentials import reveal
 from trapline.edge.health import sd_notify, watchdog_interval_s
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
+from trapline.server.ingest import mqtt_speedup
 from trapline.server.ingest.store import DeadLetterIn, StoreResult, store_batch
 from trapline.server.ingest.validate import Accepted, Rejected, validate
 
@@ -92,6 +93,7 @@ def _describe(exc: BaseException) -> str:
 
 class IngestWorker:
     def __init__(self, settings: ServerSettings, sessions: sessionmaker[Session]) -> None:
+        mqtt_speedup.apply()
         self.settings = settings
         self.sessions = sessions
         self.counters = IngestCounters()
