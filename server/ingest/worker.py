@@ -16,12 +16,14 @@ the in-memory queue.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trapline.contracts import UPLINK_KINDS
 from trapline.credentials import reveal
 from trapline.edge.health import sd_notify, watchdog_interval_s
-from trapline.server.core.config import ServerSettings
+from trapline.server.core.config import SQLITE_PREFIX, ServerSettings
 from trapline.server.db import transaction
 from trapline.server.ingest import mqtt_speedup
 from trapline.server.ingest.store import DeadLetterIn, StoreResult, store_batch
@@ -79,6 +81,38 @@ def subscriptions(settings: ServerSettings) -> list[str]:
     return base
 
 
+class WriterTurn:
+    """Ingest workers sharing one SQLite database take turns through a file lock.
+
+    SQLite has one writer at a time. Left to its own busy handler, a waiting worker sleeps in
+    growing steps (up to 100 ms) and the database sits idle while both wait: measured, two workers
+    stored 30 % less than one. An exclusive `flock` wakes the waiting worker the moment the other
+    commits, and each worker decodes and validates its next batch while the other writes.
+    PostgreSQL needs no turns (a no-op there)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file = None
+        if path is not None:
+            try:
+                self._file = path.open("a")
+            except OSError as exc:  # a read-only folder: SQLite's own locking still applies
+                log.warning("no ingest write lock at %s (%s)", path, exc)
+
+    @classmethod
+    def for_database(cls, url: str) -> WriterTurn:
+        if url.startswith(SQLITE_PREFIX) and ":memory:" not in url:
+            return cls(Path(url.removeprefix(SQLITE_PREFIX) + ".ingest-lock"))
+        return cls(None)
+
+    def __enter__(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """True when `exc` says the database is unreachable or out of resources (retry the same work
     later), False when it refused this data (the message is the problem)."""
@@ -104,6 +138,7 @@ class IngestWorker:
         self._ack_lock = threading.Lock()
         self._generation = 0
         self._network: threading.Thread | None = None
+        self._writer_turn = WriterTurn.for_database(settings.database_url)
         self._watchdog_s: float | None = None
         self._watchdog_due = 0.0
         self.connected = threading.Event()
@@ -212,7 +247,7 @@ class IngestWorker:
             self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def _commit(self, accepted: list[Accepted], dead: list[DeadLetterIn]) -> StoreResult:
-        with transaction(self.sessions) as session:
+        with self._writer_turn, transaction(self.sessions) as session:
             return store_batch(
                 session, accepted, dead, self.settings.auto_register, self.settings.heartbeat_history()
             )
