@@ -9,9 +9,10 @@ Several workers share the load through `$share/<group>/...` subscriptions.
 No message can stop ingest. Validation turns anything a trap sends into a typed message or a
 reason. A batch the database refuses is tried again message by message, so one poison message
 becomes a dead letter and the others are stored; a database that does not answer at all is
-waited for (nothing is acknowledged meanwhile, so nothing is lost). Flow control: the broker sends
-at most `ingest_receive_maximum` unacknowledged messages (MQTT 5 Receive Maximum), which bounds
-the in-memory queue.
+waited for (nothing is acknowledged meanwhile, so nothing is lost). Flow control: the broker may
+send at most `ingest_receive_maximum` unacknowledged messages (MQTT 5 Receive Maximum). Mosquitto
+2.0.11 was measured sending more after a session resumes with a backlog; the worker then stops
+reading at twice the limit (TCP holds the broker back), so its memory stays bounded either way.
 """
 
 from __future__ import annotations
