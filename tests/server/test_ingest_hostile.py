@@ -9,6 +9,7 @@ killed the worker's thread or made its batch fail for ever.)
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -278,3 +279,34 @@ def test_device_state_follows_arrival_not_the_traps_clock(ingest: Any, broker: M
         beat = session.get(Device, "trap-01")
         assert beat is not None and beat.last_heartbeat_at is not None
         assert beat.last_heartbeat_at.year >= 2026  # when the server heard it, not 1970
+
+
+def test_a_backlog_after_a_restart_never_floods_the_workers_memory(
+    sqlite_url: str, tmp_path: Path, broker: MosquittoBroker, sessions_for: Any
+) -> None:
+    """The broker holds a backlog for the worker's session; the new worker takes it in without
+    ever queueing more than twice its Receive Maximum (Mosquitto 2.0.11 sends more than allowed
+    after a session resumes), and stores every message once."""
+    sessions = sessions_for(sqlite_url)
+    register(sessions, "trap-01")
+    settings = settings_for(sqlite_url, tmp_path, broker, ingest_batch_size=50, ingest_receive_maximum=100)
+    RunningWorker(IngestWorker(settings, sessions)).stop()  # the session exists; the worker is gone
+    publisher = mqtt_publisher(broker)
+    infos = [
+        publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", n), qos=1)
+        for n in range(3000)
+    ]
+    for info in infos:
+        info.wait_for_publish(30)
+    worker = RunningWorker(IngestWorker(settings, sessions))
+    peak = 0
+    try:
+        while _count(sessions, DetectionFrame) < 3000 and worker.thread.is_alive():
+            peak = max(peak, worker.worker.queued)
+            time.sleep(0.005)
+    finally:
+        worker.stop()
+        publisher.loop_stop()
+    assert peak <= 200
+    assert _count(sessions, DetectionFrame) == 3000
+    assert _count(sessions, Detection) == 3000
