@@ -62,10 +62,10 @@ class ServerSettings(BaseSettings):
         "ingest", description="MQTT 5 shared-subscription group; None subscribes directly"
     )
     mqtt_client_id: str = Field("trapline-ingest-1", description="unique per ingest worker")
-    ingest_batch_size: int = Field(500, gt=0, description="messages per database commit")
+    ingest_batch_size: int = Field(1000, gt=0, description="messages per database commit")
     ingest_batch_seconds: float = Field(0.2, gt=0, description="longest wait before a commit")
     ingest_receive_maximum: int = Field(
-        2000,
+        4000,
         gt=0,
         le=65535,
         description="unacknowledged messages the broker may send the worker at once (MQTT 5 flow "
