@@ -54,6 +54,7 @@ from sqlalchemy import create_engine, text
 from bench.swarm import SwarmReport, SwarmSpec, device_name, run_swarm, storm_frames
 from tests.support.postgres import TemporaryPostgres, available
 from trapline.cli.broker import MosquittoBroker
+from trapline.server.ingest import mqtt_speedup
 from trapline.server.migrate import upgrade
 
 STEADY_S = float(
@@ -392,6 +393,7 @@ def bare_subscriber(traps: int, backlog: int, work: Path) -> PhaseResult:
         if received[0] >= expected:
             done.set()
 
+    mqtt_speedup.apply()  # the same MQTT 5 decoding as the ingest worker's
     with MosquittoBroker(work / "baseline-broker") as broker:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare", protocol=mqtt.MQTTv5)
         client.on_message = on_message
