@@ -29,6 +29,8 @@ from functools import partial
 from multiprocessing.queues import Queue
 from typing import Any
 
+from trapline.cli.broker import die_with_parent
+
 CONNECT, CONNACK, PUBLISH, PUBACK, DISCONNECT = 0x10, 0x20, 0x30, 0x40, 0xE0
 
 
@@ -290,6 +292,7 @@ async def _run(spec: SwarmSpec, queue: Queue[Any]) -> None:
 
 def run_swarm(spec: SwarmSpec, queue: Queue[Any]) -> None:
     """Entry point of a swarm process."""
+    die_with_parent()  # an interrupted benchmark leaves no swarm behind
     try:
         asyncio.run(_run(spec, queue))
     except Exception as exc:  # reported, so the benchmark fails loudly instead of waiting
