@@ -328,7 +328,7 @@ def _steady(
 def run_fleet(
     database: str, url: str, traps: int, workers: int, backlog: int, work: Path, steady: bool = True
 ) -> RunResult:
-    """One fleet against one database: steady, outage, storm, steady again."""
+    """One fleet against one database: steady (unless `steady` is off), outage, storm, steady again."""
     result = RunResult(database, traps, workers, load=(os.getloadavg()[0], 0.0))
     _register(url, traps)
     logs = work / f"{database}-{traps}-{workers}"
@@ -370,10 +370,10 @@ def run_fleet(
                     note,
                 )
             )
-            if steady:
-                phase_c, swarm = _steady(rows, broker.port, traps, "c", AFTER_STORM_S, "after the storm")
-                result.phases.append(phase_c)
-                swarm.kill()
+            # the delay once the storm has drained
+            phase_c, swarm = _steady(rows, broker.port, traps, "c", AFTER_STORM_S, "after the storm")
+            result.phases.append(phase_c)
+            swarm.kill()
         finally:
             peaks = memory.stop()
             rows.close()
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             for database in databases:
                 for traps in sizes:
                     for workers in sorted(set(worker_counts)):
-                        # the full scenario with one worker; more workers: the storm alone
+                        # the whole scenario with one worker; more workers: outage, storm, after
                         full_scenario = workers == min(worker_counts) and not args.full
                         if not full_scenario and traps != max(sizes):
                             continue

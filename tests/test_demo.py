@@ -71,50 +71,54 @@ def _gone(family: list[psutil.Process]) -> list[str]:
     return alive
 
 
-def test_sigterm_stops_everything_in_order_and_a_second_demo_starts_fresh(tmp_path: Path) -> None:
-    workdir, database = tmp_path / "demo", tmp_path / "demo" / "trapline.sqlite"
-    for run in (1, 2):
-        out = tmp_path / f"demo-{run}.out"
-        demo = _start(workdir, out)
-        try:
-            family = _running(demo, out)
-            # the traps replay again from the start: a fresh database and fresh spools
-            _wait(lambda: _both_have(database, 2), 120, "no detections", out)
-            ids = [row[0] for row in _query(database, "SELECT id FROM detection_frames")]
-            assert len(ids) == len(set(ids))
-            _wait(lambda: bool(_query(database, "SELECT 1 FROM media LIMIT 1")), 60, "no pictures", out)
-            demo.send_signal(signal.SIGTERM)  # as systemd, a supervisor or `kill` would
-            assert demo.wait(90) == 0, out.read_text()[-3000:]
-        finally:
-            if demo.poll() is None:
-                demo.kill()
-        assert _gone(family) == []  # no broker, server, ingest, worker or trap left running
-        # traps stopped first, while broker and ingest still ran: their "stopped" was stored
-        assert dict(_query(database, "SELECT id, state FROM devices")) == {
-            "trap-01": "stopped",
-            "trap-02": "stopped",
-        }
-        assert _query(database, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
-        stored = {p.name for p in (workdir / "data" / "media").rglob("*") if p.is_file()}
-        # a burst is one picture taken three times: identical pictures are one file, linked thrice
-        assert stored == {str(row[0]) for row in _query(database, "SELECT DISTINCT sha256 FROM media")}
-        # each trap its own photos, at made-up times spread over past days and nights
-        files = dict(_query(database, "SELECT device_id, GROUP_CONCAT(DISTINCT image_file) FROM detection_frames"
-                                      " GROUP BY device_id"))  # fmt: skip
-        assert not set(str(files["trap-01"]).split(",")) & set(str(files["trap-02"]).split(","))
-        times = [
-            row[0]
-            for row in _query(database, "SELECT captured_at FROM detection_frames ORDER BY captured_at")
-        ]
-        assert len(set(times)) == len(times)
-        assert _query(database, "SELECT COUNT(*) FROM deployments WHERE latitude IS NOT NULL") == [(2,)]
-
-
-def test_a_dead_child_is_reported_and_ends_the_demo(tmp_path: Path) -> None:
-    out = tmp_path / "demo.out"
-    demo = _start(tmp_path / "demo", out)
+def _first_run(workdir: Path, database: Path, out: Path) -> None:
+    """Run, then SIGTERM (as systemd, a supervisor or `kill` would): everything stops in order."""
+    demo = _start(workdir, out)
     try:
         family = _running(demo, out)
+        _wait(lambda: _both_have(database, 2), 120, "no detections", out)
+        _wait(lambda: bool(_query(database, "SELECT 1 FROM media LIMIT 1")), 60, "no pictures", out)
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(90) == 0, out.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert _gone(family) == []  # no broker, server, ingest, worker or trap left running
+    # traps stopped first, while broker and ingest still ran: their "stopped" was stored
+    assert dict(_query(database, "SELECT id, state FROM devices")) == {
+        "trap-01": "stopped",
+        "trap-02": "stopped",
+    }
+    assert _query(database, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
+    stored = {p.name for p in (workdir / "data" / "media").rglob("*") if p.is_file()}
+    # a burst is one picture taken three times: identical pictures are one file, linked thrice
+    assert stored == {str(row[0]) for row in _query(database, "SELECT DISTINCT sha256 FROM media")}
+    # each trap its own photos, at made-up times spread over past days and nights
+    files = dict(_query(database, "SELECT device_id, GROUP_CONCAT(DISTINCT image_file) FROM detection_frames"
+                                  " GROUP BY device_id"))  # fmt: skip
+    assert not set(str(files["trap-01"]).split(",")) & set(str(files["trap-02"]).split(","))
+    times = [
+        row[0] for row in _query(database, "SELECT captured_at FROM detection_frames ORDER BY captured_at")
+    ]
+    assert len(set(times)) == len(times)
+    assert _query(database, "SELECT COUNT(*) FROM deployments WHERE latitude IS NOT NULL") == [(2,)]
+
+
+def test_sigterm_stops_everything_a_second_demo_starts_fresh_and_a_dead_child_ends_it(tmp_path: Path) -> None:
+    workdir, database = tmp_path / "demo", tmp_path / "demo" / "trapline.sqlite"
+    _first_run(workdir, database, tmp_path / "demo-1.out")
+    out = tmp_path / "demo-2.out"
+    demo = _start(workdir, out)
+    try:
+        family = _running(demo, out)
+        # the traps replay again from the start: a fresh database and fresh spools
+        _wait(lambda: _both_have(database, 2), 120, "no detections in the second demo", out)
+        # not the first run's database: its traps said "stopped", these are online
+        assert dict(_query(database, "SELECT id, state FROM devices")) == {
+            "trap-01": "online",
+            "trap-02": "online",
+        }
+        # a part of the demo dies: it is reported, and the demo ends with everything else
         ingest = next(p for p in family if "server ingest" in " ".join(p.cmdline()))
         ingest.kill()
         assert demo.wait(90) == 1
