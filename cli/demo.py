@@ -217,7 +217,13 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 def _setup(workdir: Path, env: dict[str, str]) -> tuple[str, dict[str, DeviceCredentials], str]:
     """Schema, traps, login token, model, broker auth (in this process: each `trapline` command
     would start a Python of its own); (login token, trap credentials, broker auth config)."""
-    from trapline.server.admin import create_api_token, register_device, register_model, write_broker_auth
+    from trapline.server.admin import (
+        create_api_token,
+        register_device,
+        register_model,
+        register_release,
+        write_broker_auth,
+    )
     from trapline.server.core.config import ServerSettings
     from trapline.server.db import make_engine, session_factory
     from trapline.server.migrate import upgrade
@@ -235,6 +241,8 @@ def _setup(workdir: Path, env: dict[str, str]) -> tuple[str, dict[str, DeviceCre
         credentials = {device: register_device(sessions, device, f"Demo {device}") for device in TRAPS}
         login = create_api_token(sessions, "demo-admin", "admin")
         register_model(sessions, PACKAGED_MODEL, settings.release_keyring)
+        # the model the traps run, as release 1: a rollout from the Rollouts page has one to go back to
+        register_release(sessions, settings, PACKAGED_MODEL)
         write_broker_auth(sessions, settings, workdir / "mqtt")
     finally:
         engine.dispose()
@@ -246,12 +254,14 @@ def _setup(workdir: Path, env: dict[str, str]) -> tuple[str, dict[str, DeviceCre
 def _start_server(
     server: list[Child], workdir: Path, env: dict[str, str], api_port: int, broker: MosquittoBroker
 ) -> None:
-    """Start API, ingest and job worker into `server` (so that a failure half-way stops them);
-    return once ingest has subscribed (the API may still be starting)."""
+    """Start API, ingest, job worker and rollout controller into `server` (so that a failure
+    half-way stops them); return once ingest has subscribed (the API may still be starting)."""
     for name, args in (
         ("api", ["server", "api", "--port", str(api_port)]),
         ("ingest", ["server", "ingest"]),
         ("worker", ["server", "worker"]),
+        # the rollout controller: model releases to the traps (the Rollouts page)
+        ("ota", ["server", "ota"]),
     ):
         server.append(_spawn(name, args, env, workdir / f"{name}.log"))
     deadline = time.monotonic() + 30

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
 from trapline.credentials import SecretError, read_secret
 from trapline.edge.backends import BACKENDS
+from trapline.edge.ota.config import OtaConfig
 from trapline.edge.sources import SourceConfig
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -107,8 +108,27 @@ class MqttConfig(_Section):
     tls: TlsConfig | None = Field(None, description="TLS settings; omit for plain TCP")
     backoff_min_s: int = Field(1, ge=1, description="first reconnect delay")
     backoff_max_s: int = Field(120, ge=1, description="longest reconnect delay")
+    stable_after_s: float = Field(
+        60,
+        gt=0,
+        description="the reconnect delay goes back to backoff_min_s only after a link lasted this long",
+    )
     auth_retry_s: float = Field(900, gt=0, description="wait after the broker refuses credentials")
-    max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged messages at once")
+    max_inflight: int = Field(100, ge=1, le=65534, description="unacknowledged messages at once")
+    will_delay_s: int = Field(
+        30,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: the broker publishes `offline` only after this"
+        " long without the trap, so a quick reconnect does not flip its status",
+    )
+    session_expiry_s: int = Field(
+        86400,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: how long the broker keeps the trap's session"
+        " (its commands, the Will's delay) while the trap is away",
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:
@@ -129,6 +149,14 @@ class SpoolConfig(_Section):
     )
     synchronous: Literal["full", "normal"] = Field(
         "full", description="SQLite fsync level: full survives power loss, normal only crashes"
+    )
+    dead_letter_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="messages the broker refused, kept for a look; the oldest go first",
+    )
+    processed_keep_days: float = Field(
+        30, gt=0, description="forget 'frame done' marks after this long, except for files still present"
     )
 
 
@@ -158,6 +186,30 @@ class UploadConfig(_Section):
         return read_secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL, self.token_file)
 
 
+class PrivacyConfig(_Section):
+    blur_people: bool = Field(
+        False,
+        description="blur every `person` box before a picture is written for upload (a site's rule:"
+        " no identifiable person leaves the trap)",
+    )
+
+
+class SceneConfig(_Section):
+    reference: Path | None = Field(
+        None, description="photo of the scene as set up (provisioning takes it); None: no tamper check"
+    )
+    check_interval_s: float = Field(1800, ge=10, description="compare a daytime frame this often")
+    shifted_below: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="share of the reference's features still in place under which the view moved",
+    )
+    blocked_below: float = Field(
+        0.25, ge=0, le=1, description="detail left (vs the reference) under which the view is blocked"
+    )
+
+
 class BurstConfig(_Section):
     gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
 
@@ -170,11 +222,29 @@ class AgentConfig(_Section):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    scene: SceneConfig = Field(default_factory=SceneConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )
+    deployment_file: Path | None = Field(
+        None,
+        description="the deployment record `trapline provision` wrote; sent to the server until it has it",
+    )
     heartbeat_interval_s: float = Field(60.0, gt=0, description="seconds between heartbeats")
     max_image_pixels: int = Field(60_000_000, gt=0, description="larger pictures are refused before decoding")
+
+    @model_validator(mode="after")
+    def _username_is_the_device(self) -> AgentConfig:
+        # the broker's ACL lets a trap write only under <prefix>/<its user name>/: another name
+        # would have every message refused (MQTT 5) or silently dropped (MQTT 3.1.1)
+        if self.mqtt.username is not None and self.mqtt.username != self.device_id:
+            raise ValueError(
+                f"mqtt.username {self.mqtt.username!r} must equal device_id {self.device_id!r}"
+                " (the broker lets a trap publish only under its own user name)"
+            )
+        return self
 
 
 def _describe(error: ValidationError) -> str:

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from trapline.bundle import BundleError
 from trapline.contracts import Detection
 from trapline.edge.backends import InferenceBackend, ModelLoadError, load_backend
 from trapline.edge.model_info import ModelInfo
 from trapline.edge.yolo import RawDetections, decode, letterbox, to_input_tensor
 from trapline.formats import format_for_path
 from trapline.manifest import Thresholds
+from trapline.model_source import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +29,29 @@ class FrameResult:
 
 
 class Detector:
-    """Runs one model. Thresholds default to the model's own (manifest), overridable per trap."""
+    """Runs one model. Thresholds default to the model's own (manifest), overridable per trap.
+
+    `model` is a resolved `ModelSource` (a verified bundle: see trapline.model_source), or the path
+    of a bare model file (development, tests)."""
 
     def __init__(
         self,
-        model_path: Path,
+        model: Path | ModelSource,
         backend: str = "auto",
         threads: int = 2,
         conf_threshold: float | None = None,
         iou_threshold: float | None = None,
     ) -> None:
-        self.backend: InferenceBackend = load_backend(model_path, backend, threads)
+        if isinstance(model, Path):
+            try:
+                format_for_path(model)  # an unknown suffix says so before anything is read
+                model = ModelSource.unbundled(model)
+            except (BundleError, ValueError) as exc:
+                raise ModelLoadError(str(exc)) from exc
+        model_path = model.path
+        self.backend: InferenceBackend = load_backend(model_path, backend, threads, model.content)
         try:
-            self.info = ModelInfo.gather(
-                model_path, self.backend.info.metadata, self.backend.info.input.shape
-            )
+            self.info = ModelInfo.gather(model, self.backend.info.metadata, self.backend.info.input.shape)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         base = self.info.thresholds

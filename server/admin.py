@@ -1,5 +1,6 @@
-"""What an operator does once per trap, person or model: the service behind `trapline server
-device add`, `token create`, `model add` and `mqtt-auth` (also used by `make demo`)."""
+"""What an operator does once per trap, person or model, in one call each: the services behind
+`trapline server token create` and `model add`, and what `make demo` sets up in its own process
+(a trap with credentials, a release, the broker's files)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import is_valid_device_id
-from trapline.credentials import reveal
 from trapline.keyring import Keyring
+from trapline.server.broker_auth import write_broker_auth as write_broker_files
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
 from trapline.server.model_registry import register_bundle
 from trapline.server.models import ApiToken, Device
-from trapline.server.security import hash_token, mosquitto_acl, mosquitto_password_line, new_token
+from trapline.server.ota.releases import register_release as register_release_row
+from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,20 @@ def register_device(
             f"invalid device id {device_id!r}: 1-64 letters, digits, '_', '.', '-' "
             "(starting with a letter or digit)"
         )
-    upload_token, mqtt_password = new_token(), new_token()
     with transaction(sessions) as session:
         device = session.get(Device, device_id) or Device(id=device_id, state="unknown")
         device.name = name or device.name
-        device.token_hash = hash_token(upload_token)
-        device.mqtt_password_line = mosquitto_password_line(device_id, mqtt_password)
-        device.last_seen_at = device.last_seen_at or datetime.now(UTC)
         session.add(device)
-    return DeviceCredentials(device_id, mqtt_password, upload_token)
+        return give_credentials(device)
+
+
+def give_credentials(device: Device) -> DeviceCredentials:
+    """New MQTT password and upload token for a trap set up by hand (replacing any it had)."""
+    upload_token, mqtt_password = new_token(), new_token()
+    device.token_hash = hash_token(upload_token)
+    device.mqtt_password_line = mosquitto_password_line(device.id, mqtt_password)
+    device.last_seen_at = device.last_seen_at or datetime.now(UTC)
+    return DeviceCredentials(device.id, mqtt_password, upload_token)
 
 
 def create_api_token(sessions: sessionmaker[Session], name: str, role: str) -> str:
@@ -65,15 +71,13 @@ def register_model(sessions: sessionmaker[Session], bundle: Path, trust: Keyring
         return row.name, row.version
 
 
+def register_release(sessions: sessionmaker[Session], settings: ServerSettings, bundle: Path) -> int:
+    """Offer a signed bundle to the traps as a release (what `release add` does); its id."""
+    with transaction(sessions) as session:
+        return register_release_row(session, settings, bundle, None, None).id
+
+
 def write_broker_auth(sessions: sessionmaker[Session], settings: ServerSettings, out: Path) -> int:
     """Mosquitto's password file and ACL in `out`; returns how many users the password file has."""
     with sessions() as session:
-        lines = [d.mqtt_password_line for d in session.scalars(select(Device)) if d.mqtt_password_line]
-    if settings.mqtt_username:
-        lines.insert(0, mosquitto_password_line(settings.mqtt_username, reveal(settings.mqtt_password) or ""))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "passwd").write_text("\n".join(lines) + "\n")
-    (out / "passwd").chmod(0o600)
-    server_users = [settings.mqtt_username] if settings.mqtt_username else []
-    (out / "acl").write_text(mosquitto_acl(settings.mqtt_prefix, server_users))
-    return len(lines)
+        return write_broker_files(session, settings, out).users

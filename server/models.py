@@ -72,6 +72,7 @@ class Device(Base):
     last_seen_at: Mapped[datetime | None]
     token_hash: Mapped[str | None] = mapped_column(String(128))  # for HTTP media upload
     mqtt_password_line: Mapped[str | None] = mapped_column(String(300))  # PBKDF2, Mosquitto format
+    model_sha256: Mapped[str | None] = mapped_column(String(64))  # the model file it runs (status)
 
 
 class HeartbeatSample(Base):
@@ -103,6 +104,39 @@ class Deployment(Base):
     longitude: Mapped[float | None] = mapped_column(Float)
     start: Mapped[datetime]
     end: Mapped[datetime | None]
+    # recorded by `trapline provision` (Camtrap DP deployment fields); migration 0002_fleetops
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    camera_height_m: Mapped[float | None] = mapped_column(Float)
+    camera_heading_deg: Mapped[float | None] = mapped_column(Float)
+    camera_tilt_deg: Mapped[float | None] = mapped_column(Float)
+    # the scene as set up, content-addressed in the media store (the trap compares against it)
+    reference_photo_sha256: Mapped[str | None] = mapped_column(String(64))
+    setup_by: Mapped[str | None] = mapped_column(String(100))
+    comments: Mapped[str | None] = mapped_column(String(REASON_MAX))
+
+
+class Site(Base):
+    """A place traps stand at, with the rules the traps there apply (privacy)."""
+
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    blur_people: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class DeviceEnrolment(Base):
+    """A device's registration: its one-time enrolment token (hash), when it expires and when it
+    was used, and when the device was taken out of service. One row per device."""
+
+    __tablename__ = "device_enrolments"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"))
+    token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    token_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    enrolled_at: Mapped[datetime | None]
+    decommissioned_at: Mapped[datetime | None]
 
 
 class Media(Base):
@@ -188,13 +222,71 @@ class ModelVersion(Base):
 
 
 class Release(Base):
+    """A signed bundle the traps may download (`bundle_url`, served with Range support)."""
+
     __tablename__ = "releases"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     bundle_url: Mapped[str] = mapped_column(String(500))
-    bundle_sha256: Mapped[str] = mapped_column(String(64))
-    signature: Mapped[str] = mapped_column(Text)
+    bundle_sha256: Mapped[str] = mapped_column(String(64))  # of the archive
+    signature: Mapped[str] = mapped_column(Text)  # manifest.sig, base64
     created_at: Mapped[datetime]
+    name: Mapped[str | None] = mapped_column(String(MODEL_NAME_MAX))
+    version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    archive_file: Mapped[str | None] = mapped_column(String(500))  # inside the releases folder
+    model_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    runtime: Mapped[str | None] = mapped_column(String(16))
+    min_agent_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
+    rollback_grant: Mapped[dict[str, Any] | None]  # a release key's permission to go back to it
+
+
+class DeviceGroup(Base):
+    """Named sets of traps, e.g. the canary group a rollout starts with."""
+
+    __tablename__ = "device_groups"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+
+
+class Rollout(Base):
+    """A release going out in stages: the canary group, then growing shares of the fleet."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    state: Mapped[str] = mapped_column(String(16))  # running/paused/halted/completed/rolled_back/cancelled
+    canary_group: Mapped[str | None] = mapped_column(String(64))
+    percentages: Mapped[list[Any]]  # of the fleet, one stage each, after the canary group
+    stage: Mapped[int] = mapped_column(Integer, default=0)
+    max_failure_percent: Mapped[float] = mapped_column(Float)
+    success_percent: Mapped[float] = mapped_column(Float)
+    spread_s: Mapped[int] = mapped_column(Integer)
+    tolerated_failures: Mapped[int] = mapped_column(Integer, default=0)  # known when an operator resumed
+    reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class DeviceRelease(Base):
+    """Per trap: the release it should run (published as its retained cmd/model), the one before,
+    and how the update is going (its latest `ota` report for that release)."""
+
+    __tablename__ = "device_releases"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    desired_release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    previous_release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    assigned_at: Mapped[datetime | None]
+    published: Mapped[bool] = mapped_column(Boolean, default=False)  # the broker holds the desired state
+    published_at: Mapped[datetime | None]
+    stage: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
+    stage_at: Mapped[datetime | None]
+    previous_model_name: Mapped[str | None] = mapped_column(String(MODEL_NAME_MAX))
+    previous_model_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
 
 
 class DeviceModelStatus(Base):
@@ -207,6 +299,8 @@ class DeviceModelStatus(Base):
     stage: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
     at: Mapped[datetime]
+    release_id: Mapped[int | None] = mapped_column(Integer)
+    received_at: Mapped[datetime | None]
 
     # a redelivered progress message is the same row
     __table_args__ = (UniqueConstraint("device_id", "version", "stage", "at", name="uq_ota_progress"),)

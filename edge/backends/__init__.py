@@ -23,8 +23,11 @@ __all__ = [
 ]
 
 
-def load_backend(path: Path, backend: str = "auto", threads: int = 2) -> InferenceBackend:
-    """Load `path` with the named backend, or the first installed one that runs its format."""
+def load_backend(
+    path: Path, backend: str = "auto", threads: int = 2, content: bytes | None = None
+) -> InferenceBackend:
+    """Load `path` (or `content`, the model's bytes) with the named backend, or the first
+    installed one that runs its format."""
     try:
         fmt = format_for_path(path)
     except ValueError as exc:
@@ -34,5 +37,5 @@ def load_backend(path: Path, backend: str = "auto", threads: int = 2) -> Inferen
         if key not in fmt.backends:
             raise ModelLoadError(f"backend {key!r} cannot run {fmt.key} models ({path})")
         if BACKENDS[key].available():
-            return BACKENDS[key](path, threads)
+            return BACKENDS[key](path, threads, content)
     raise ModelLoadError(f"no runtime installed for {path.name}: install one of {', '.join(candidates)}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import json
 import zipfile
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,10 +18,10 @@ import numpy as np
 from trapline.edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
 
 
-def embedded_metadata(path: Path) -> dict[str, Any]:
+def embedded_metadata(content: bytes) -> dict[str, Any]:
     """Ultralytics appends a zip holding metadata.json to its .tflite exports; read it if there."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
             return dict(json.loads(archive.read("metadata.json")))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError):
         return {}
@@ -50,13 +50,14 @@ class TfliteBackend(InferenceBackend):
     def _load(self) -> BackendInfo:
         interpreter_cls = importlib.import_module(self.interpreter_module).Interpreter
         try:
-            self.interpreter = interpreter_cls(model_path=str(self.path), num_threads=self.threads)
+            # from the bytes that were verified; the interpreter reads them from self.content
+            self.interpreter = interpreter_cls(model_content=self.content, num_threads=self.threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{self.path}: not a loadable TFLite model ({exc})") from exc
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
-        return BackendInfo(_spec(self._input), _spec(self._output), embedded_metadata(self.path))
+        return BackendInfo(_spec(self._input), _spec(self._output), embedded_metadata(self.content))
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self._input["index"], tensor)

@@ -21,6 +21,7 @@ from trapline.server.api.routes import (
     deployments,
     detections,
     devices,
+    enrolment,
     exports,
     inference,
     jobs,
@@ -28,7 +29,9 @@ from trapline.server.api.routes import (
     learning,
     media,
     models,
+    ota,
     session,
+    sites,
     stats,
 )
 from trapline.server.core.config import ServerSettings
@@ -68,6 +71,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        enrolment,
+        sites,
+        ota,
         learning,
         stats,
     ):

@@ -25,6 +25,8 @@ class DeviceHealth(BaseModel):
     cpu_temp_c: float | None
     last_error: str | None
     clock_suspect: bool  # the trap's last status or heartbeat had a time before 2000 or far ahead
+    # the trap's last tamper check (heartbeat `view`): ok / shifted / blocked; None before one
+    view_state: str | None = None
 
 
 class Box(BaseModel):

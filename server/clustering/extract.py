@@ -10,7 +10,6 @@ run again skips every chunk already done. No crop is lost and none is stored twi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -25,7 +24,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from trapline.bundle import resolve_model_file
+from trapline.model_source import resolve_model
 from trapline.server.clustering.crops import CropError, to_greyscale
 from trapline.server.clustering.extractors import FeatureExtractor, make_extractor
 from trapline.server.clustering.items import CropItem, PictureFinder, eligible_keys, load_items
@@ -57,8 +56,8 @@ class ExtractionParams:
 def feature_space(settings: ServerSettings, params: ExtractionParams) -> str:
     """The name features of these params are kept under (computed without loading a model)."""
     if params.extractor == "yolo-backbone":
-        model = resolve_model_file(settings.inference_model, settings.release_keyring)
-        base = f"yolo-backbone-{hashlib.sha256(model.read_bytes()).hexdigest()[:12]}"
+        model = resolve_model(settings.inference_model, settings.release_keyring)
+        base = f"yolo-backbone-{model.sha256[:12]}"
     elif params.random_seed is not None:
         base = f"resnet152-random{params.random_seed}"
     else:

@@ -128,6 +128,10 @@ class ServerSettings(BaseSettings):
     map_tile_attribution: str = Field(
         "© OpenStreetMap contributors", description="credit shown on the map for the tiles"
     )
+    ota_client_id: str = Field(
+        "trapline-ota", description="MQTT client id of the rollout controller (publishes model commands)"
+    )
+    ota_tick_s: float = Field(5.0, gt=0, description="how often the rollout controller checks rollouts")
     # --- the learning loop: crop features, clusters, review, retraining -----------------------
     clustering_min_conf: float = Field(
         0.8, ge=0, le=1, description="boxes at or above this confidence are cropped and clustered"
@@ -216,6 +220,38 @@ class ServerSettings(BaseSettings):
         return HeartbeatHistory(
             timedelta(seconds=self.heartbeat_sample_s), timedelta(days=self.heartbeat_history_days)
         )
+
+    # --- fleet operations: what enrolment hands a new trap, and the broker's credentials ---------
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="the server's address as traps reach it (uploads); default: the enrolment request's",
+    )
+    trap_mqtt_host: str | None = Field(
+        None, description="the broker's host as traps reach it (default mqtt_host)"
+    )
+    trap_mqtt_port: int | None = Field(
+        None, ge=1, le=65535, description="its port for traps (default mqtt_port)"
+    )
+    trap_mqtt_tls: bool = Field(
+        False, description="traps connect with TLS (port 8883 in the Mosquitto template)"
+    )
+    trap_mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate handed to traps at enrolment (a private CA); omit for a public one"
+    )
+    enrolment_token_hours: float = Field(
+        72, gt=0, le=24 * 90, description="an enrolment token expires this long after it was issued"
+    )
+    mosquitto_auth_dir: Path | None = Field(
+        None,
+        description="where the server keeps Mosquitto's password file and ACL up to date (passwd, acl);"
+        " None: run `trapline server mqtt-auth` by hand",
+    )
+    mosquitto_pid_file: Path | None = Field(
+        None,
+        description="Mosquitto's pid file: the server sends it SIGHUP after changing credentials (same"
+        " user only; under systemd the trapline-mosquitto-reload.path unit reloads instead)",
+    )
 
     @property
     def media_dir(self) -> Path:

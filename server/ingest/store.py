@@ -31,6 +31,7 @@ from trapline.server.models import (
     DeviceModelStatus,
     HeartbeatSample,
 )
+from trapline.server.ota.progress import progress_row, record_progress
 
 # A trap's clock is implausible before this (a Pi without an RTC starts at 1970) or this far ahead
 # of the server's.
@@ -141,7 +142,7 @@ class _Plan:
     frames: dict[str, list[tuple[Any, ...]]]  # device -> frame rows
     boxes: dict[str, list[tuple[Any, ...]]]  # frame id -> box rows
     sequences: dict[str, list[tuple[Any, ...]]]  # device -> sequence rows
-    progress: dict[str, list[dict[str, Any]]]  # device -> OTA progress rows
+    progress: dict[str, list[OtaProgress]]  # device -> OTA progress reports
     # only the newest status and heartbeat of each trap in the batch matter (arrival order)
     statuses: dict[str, tuple[Accepted, StatusMessage]]
     heartbeats: dict[str, tuple[Accepted, Heartbeat]]
@@ -161,10 +162,7 @@ def _plan(batch: Seq[Accepted]) -> _Plan:
         elif isinstance(message, Heartbeat):
             plan.heartbeats[device] = (item, message)
         elif isinstance(message, OtaProgress):
-            plan.progress.setdefault(device, []).append(
-                {"device_id": device, "version": message.version, "stage": message.stage,
-                 "reason": message.reason, "at": message.ts}
-            )  # fmt: skip
+            plan.progress.setdefault(device, []).append(message)
     return plan
 
 
@@ -221,6 +219,7 @@ _STATUS_UPDATE = (
         clock_suspect=bindparam("b_suspect"),
         model_name=func.coalesce(bindparam("b_model_name", type_=String), _DEVICES.c.model_name),
         model_version=func.coalesce(bindparam("b_model_version", type_=String), _DEVICES.c.model_version),
+        model_sha256=func.coalesce(bindparam("b_model_sha256", type_=String), _DEVICES.c.model_sha256),
     )
 )
 _HEARTBEAT_UPDATE = (
@@ -242,11 +241,13 @@ def _store_statuses(session: Session, statuses: list[tuple[Accepted, StatusMessa
         session.connection().execute(
             _STATUS_UPDATE,
             [
+                # the Last Will carries no trap time: it happened when the broker sent it
                 {"b_id": item.device_id, "b_received": item.received_at, "b_state": message.state,
-                 "b_ts": message.ts, "b_agent": message.agent_version,
-                 "b_suspect": clock_suspect(message.ts, item.received_at),
+                 "b_ts": message.ts or item.received_at, "b_agent": message.agent_version,
+                 "b_suspect": message.ts is not None and clock_suspect(message.ts, item.received_at),
                  "b_model_name": message.model.name if message.model else None,
-                 "b_model_version": message.model.version if message.model else None}
+                 "b_model_version": message.model.version if message.model else None,
+                 "b_model_sha256": message.model.sha256 if message.model else None}
                 for item, message in statuses
             ],
         )  # fmt: skip
@@ -297,14 +298,16 @@ def store_batch(
     # boxes only of the frames stored now: a redelivered frame's boxes are there already
     bulk.insert_boxes(session, [box for frame_id in inserted for box in plan.boxes[frame_id]])
     bulk.insert_sequences(session, [r for d, rows in plan.sequences.items() if d in known for r in rows])
-    progress = [r for d, rows in plan.progress.items() if d in known for r in rows]
+    progress = [(d, report) for d, reports in plan.progress.items() if d in known for report in reports]
     _insert_ignore(
         session,
         DeviceModelStatus.__table__,  # type: ignore[arg-type]
-        progress,
+        [progress_row(device, report, now) for device, report in progress],
         ["device_id", "version", "stage", "at"],
         None,
     )
+    for device, report in progress:
+        record_progress(session, device, report, now)
     dead_rows = [
         {
             "topic": printable(letter.topic[:300]),

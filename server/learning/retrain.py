@@ -192,7 +192,9 @@ def run_retrain(
             provenance,
         )
         with transaction(sessions) as session:
-            model_id = toolchain.register_candidate(session, manifest, out / "bundle", verdict.as_dict())
+            model_id = toolchain.register_candidate(
+                session, settings, manifest, out / "bundle", verdict.as_dict()
+            )
         report["bundle"] = str(out / "bundle")
     report["registered_model_id"] = model_id
     outcome = f"ACCEPTED as release candidate v{version}" if verdict.accepted else "REFUSED"

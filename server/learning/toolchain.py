@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from trapline.manifest import ModelManifest
-from trapline.server.models import ModelVersion, Release
+from trapline.server.core.config import ServerSettings
+from trapline.server.models import ModelVersion
 
 
 class SigningKeyError(RuntimeError):
@@ -82,23 +82,21 @@ def sign_bundle(
 
 
 def register_candidate(
-    session: Session, manifest: ModelManifest, bundle_dir: Path, gate: dict[str, Any]
+    session: Session,
+    settings: ServerSettings,
+    manifest: ModelManifest,
+    bundle_dir: Path,
+    gate: dict[str, Any],
 ) -> int:
-    """Record the signed bundle as a model version and a release candidate (not rolled out: an
-    operator starts the rollout). Returns the model id. The caller commits."""
-    import hashlib
+    """Register the signed bundle as a release the traps can download (the same way as
+    `trapline server release add`; not rolled out: an operator starts the rollout), its model
+    version marked a release candidate with the gate's verdict. Returns the model id. The caller
+    commits."""
+    from trapline.server.ota.releases import register_release
 
-    archive = bundle_dir.with_suffix(".tar.gz")
-    now = datetime.now(UTC)
-    model = ModelVersion(
-        name=manifest.name, version=manifest.version, sha256=manifest.files[manifest.model_file],
-        metrics={**manifest.metrics, "release_candidate": True, "gate": gate}, created_at=now,
-    )  # fmt: skip
-    session.add(model)
-    session.flush()
-    session.add(Release(
-        model_id=model.id, bundle_url=archive.resolve().as_uri(),
-        bundle_sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
-        signature=(bundle_dir / "manifest.sig").read_bytes().hex(), created_at=now,
-    ))  # fmt: skip
+    release = register_release(session, settings, bundle_dir.parent / f"{bundle_dir.name}.tar.gz")
+    model = session.get(ModelVersion, release.model_id)
+    if model is None:  # register_release has just created or found it
+        raise RuntimeError(f"release {release.id} has no model version")
+    model.metrics = {**manifest.metrics, "release_candidate": True, "gate": gate}
     return model.id

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from trapline.contracts import CATEGORIES
 from trapline.server.api.deps import SessionDep, principal_or_none
-from trapline.server.models import ClusteringRun, ClusterMember, Device, Label, ModelVersion
+from trapline.server.api.routes.ota import device_models, rollout_out
+from trapline.server.models import ClusteringRun, ClusterMember, Device, Label, ModelVersion, Release, Rollout
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -64,6 +65,25 @@ def models_page(request: Request, session: SessionDep) -> Response:
         return redirect
     models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())))
     return templates.TemplateResponse(request, "models.html", {"models": models})
+
+
+@router.get("/rollouts", response_class=HTMLResponse)
+def rollouts_page(request: Request, session: SessionDep) -> Response:
+    if (redirect := _login_first(request, session)) is not None:
+        return redirect
+    user = principal_or_none(request, session)
+    rollouts = [rollout_out(session, r) for r in session.scalars(select(Rollout).order_by(Rollout.id.desc()))]
+    releases = list(session.scalars(select(Release).order_by(Release.id.desc())))
+    return templates.TemplateResponse(
+        request,
+        "rollouts.html",
+        {
+            "rollouts": rollouts,
+            "devices": device_models(session),
+            "releases": releases,
+            "admin": user is not None and user.role == "admin",
+        },
+    )
 
 
 @router.get("/review", response_class=HTMLResponse)

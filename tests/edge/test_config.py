@@ -45,6 +45,8 @@ def test_valid_config_fills_defaults(tmp_path: Path) -> None:
         (VALID + "bursts: {gap_s: -1}\n", "bursts.gap_s"),
         (VALID + "mqtt_password: hunter2\n", "mqtt_password"),  # secrets never in the file
         (VALID.replace("port: 8883", "port: 99999"), "mqtt.port"),
+        # the broker's ACL lets a trap write only under its own user name
+        (VALID.replace("username: trap-07", "username: trap-08"), "mqtt.username"),
         (VALID + "model: {backend: tensorrt}\n", "model.backend"),
     ],
 )

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import SAMPLES
 from trapline.edge.sources import Frame, make_source
-from trapline.edge.sources.folder import FolderSourceConfig
+from trapline.edge.sources.folder import FolderSource, FolderSourceConfig
 from trapline.edge.sources.opencv import OpenCvSourceConfig
 from trapline.edge.sources.picamera import PiCameraSourceConfig
 from trapline.edge.sources.replay import ReplaySourceConfig
@@ -176,3 +176,25 @@ def test_folder_source_asks_the_spool_once_per_file_and_skips_quiet_folders(tmp_
     assert frame is not None
     assert frame.name == "101RECNX/IMG_NEW1.JPG"
     assert len(asked) == 101  # only the new file was looked up; the other folder stayed quiet
+
+
+def test_folder_source_keeps_marks_of_files_still_there_and_forgets_removed_folders(tmp_path: Path) -> None:
+    for folder in ("100", "101"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "IMG_0001.JPG").write_bytes(b"x" * 10)
+    source = make_source(FolderSourceConfig(path=tmp_path, poll_interval_s=0.01, settle_s=0))
+    assert isinstance(source, FolderSource)
+    frames = source.frames(threading.Event(), lambda key: False)
+    keys = [frame.key for frame in (_next_frame(frames), _next_frame(frames)) if frame is not None]
+    assert len(keys) == 2
+    assert all(source.still_present(key) for key in keys)
+    kept = next(k for k in keys if "100/" in k)
+    (tmp_path / "100" / "IMG_0001.JPG").write_bytes(b"y" * 11)  # replaced: another file now
+    assert not source.still_present(kept)
+    assert not source.still_present("replay:0:IMG_0001.JPG") and not source.still_present("folder:bad")
+    # a card swapped: the folders went, and the scan forgets them (memory stays bounded)
+    (tmp_path / "100" / "IMG_0001.JPG").unlink()
+    (tmp_path / "100").rmdir()
+    for _ in range(3):  # finish the current pass, then scan again
+        next(frames)
+    assert tmp_path / "100" not in source._folders and tmp_path / "101" in source._folders

@@ -100,7 +100,10 @@ def test_build_sign_pack_and_verify_a_real_model(tmp_path: Path, keys: tuple[Pat
         manifest.provenance["training"] == {"epochs": 1}
         and manifest.provenance["source_model"] == COCO_ONNX.name
     )
-    assert set(manifest.files) == {"model.onnx", "report.md"}
+    # the self-test's reference pictures are signed like the model
+    references = {f"reference-{n}.jpg" for n in range(3)}
+    assert set(manifest.files) == {"model.onnx", "report.md"} | references
+    assert manifest.self_test is not None and {f.file for f in manifest.self_test.frames} == references
     assert verify_bundle(tmp_path / "bundle", keys[1]).files == manifest.files
     unpacked = unpack_bundle((tmp_path / "bundle.tar.gz").read_bytes(), tmp_path / "unpacked")
     assert verify_bundle(unpacked, keys[1]).version == "3"

@@ -17,10 +17,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from trapline.bundle import resolve_model_file
 from trapline.contracts import Detection, ModelRef
 from trapline.edge.detector import Detector
 from trapline.edge.imaging import BadImageError, decode_image
+from trapline.model_source import resolve_model
 from trapline.server.api.deps import SettingsDep, UserDep
 from trapline.server.api.uploads import MULTIPART_FILE, file_bytes, read_form
 
@@ -43,7 +43,7 @@ def _detector(request: Request) -> Detector:
     with _load_lock:
         if getattr(state, "detector", None) is None:
             settings = state.settings
-            state.detector = Detector(resolve_model_file(settings.inference_model, settings.release_keyring))
+            state.detector = Detector(resolve_model(settings.inference_model, settings.release_keyring))
     detector: Detector = state.detector
     return detector
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trapline.bundle import resolve_model_file
+from trapline.model_source import resolve_model
 from trapline.server.clustering.extractors.base import FeatureExtractor, WeightsMissingError
 from trapline.server.core.config import ServerSettings
 
@@ -27,7 +27,7 @@ def make_extractor(
         from trapline.server.clustering.extractors.yolo_backbone import YoloBackbone
 
         return YoloBackbone(
-            resolve_model_file(settings.inference_model, settings.release_keyring), cache, threads
+            resolve_model(settings.inference_model, settings.release_keyring).path, cache, threads
         )
     if kind != "resnet152":
         raise ValueError(f"unknown feature extractor {kind!r}; known: {', '.join(EXTRACTOR_KEYS)}")

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from tests.conftest import CAMTRAP, SHARED_WEIGHTS, needs_shared
 from tests.server.clustering.conftest import Fleet
 from trapline.bundle import verify_bundle
-from trapline.keyring import generate_keys
+from trapline.keyring import generate_keys, install_public_key
 from trapline.server.db import transaction
 from trapline.server.learning.labels import NOT_AN_ANIMAL, UNSURE, label_crops
 from trapline.server.learning.retrain import run_retrain_job
@@ -78,6 +78,9 @@ def test_review_retrain_and_gated_registration(fleet: Fleet, tmp_path: Path) -> 
     generate_keys(key, public)
     settings = fleet.settings
     settings.signing_key, settings.retrain_base_weights = key, coco
+    # the server registers only what the traps will trust: the operator's key is in its keyring
+    settings.release_keyring = tmp_path / "keyring"
+    install_public_key(settings.release_keyring, public.read_bytes())
     settings.retrain_base_data = tiny_dataset(tmp_path / "base")
     settings.retrain_epochs, settings.retrain_imgsz, settings.gate_tolerance = 1, 160, 1.0
     settings.export_max_map50_drop = 100.0  # one epoch on 6 photos: INT8 of such a model is fragile
@@ -100,7 +103,8 @@ def test_review_retrain_and_gated_registration(fleet: Fleet, tmp_path: Path) -> 
         model = session.get(ModelVersion, run.model_id)
         assert model is not None and model.metrics["release_candidate"] and model.version == "1"
         release = session.scalars(select(Release).where(Release.model_id == model.id)).one()
-        assert release.bundle_url.startswith("file://")
+        assert release.bundle_url == f"/api/v1/releases/{release.id}/bundle"  # downloadable by traps
+        assert release.version == "1" and release.archive_file is not None
     bundle = Path(run.path) / "bundle"
     manifest = verify_bundle(bundle, public)  # signed with the operator's key
     assert manifest.format == "onnx" and "test_split" in manifest.metrics

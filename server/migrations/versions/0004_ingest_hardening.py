@@ -1,8 +1,8 @@
 """ingest hardening: state ordered by receive time, clock flags, idempotent OTA progress and dead
 letters, dashboard sessions
 
-Revision ID: 0002_ingest_hardening
-Revises: 0002_learning_loop
+Revision ID: 0004_ingest_hardening
+Revises: 0003_fleetops
 Create Date: 2026-11-23 09:00:00
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_ingest_hardening"
-down_revision = "0002_learning_loop"  # re-chained after merging main
+revision = "0004_ingest_hardening"
+down_revision = "0003_fleetops"  # re-chained after merging main
 branch_labels = None
 depends_on = None
 
