@@ -257,7 +257,12 @@ def _ingest(url: str, port: int, workers: int, logs: Path) -> Iterator[list[subp
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "trapline.cli", "--log-level", "info", "server", "ingest"],
-                    env={**env, "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{index}"},
+                    env={
+                        **env,
+                        "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{index}",
+                        # several workers share the load; one subscribes directly (the default)
+                        **({"TRAPLINE_SERVER_MQTT_SHARE_GROUP": "ingest"} if workers > 1 else {}),
+                    },
                     stdout=log_file,
                     stderr=log_file,
                 )

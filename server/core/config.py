@@ -59,7 +59,10 @@ class ServerSettings(BaseSettings):
         " or the systemd credential mqtt-password; never in a config file",
     )
     mqtt_share_group: str | None = Field(
-        "ingest", description="MQTT 5 shared-subscription group; None subscribes directly"
+        None,
+        description="MQTT 5 shared-subscription group for several ingest workers (`ingest`); unset, the"
+        " one worker subscribes directly. Mosquitto drops messages for a $share group whose members"
+        " have not reconnected after a broker restart; a direct subscription queues them",
     )
     mqtt_client_id: str = Field("trapline-ingest-1", description="unique per ingest worker")
     ingest_batch_size: int = Field(1000, gt=0, description="messages per database commit")

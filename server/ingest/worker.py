@@ -4,7 +4,8 @@ The session is persistent (MQTT 5, clean_start off, long expiry), so messages pu
 worker is down wait in the broker. Acknowledgements are manual: a message is PUBACKed only after
 the transaction holding it (or its dead letter) has committed, so a crash between receive and
 commit loses nothing (the broker redelivers; idempotent storage makes the second copy a no-op).
-Several workers share the load through `$share/<group>/...` subscriptions.
+One worker subscribes directly (Mosquitto queues for it across a broker restart); several share
+the load through `$share/<group>/...` when `mqtt_share_group` is set.
 
 No message can stop ingest. Validation turns anything a trap sends into a typed message or a
 reason. A batch the database refuses is tried again message by message, so one poison message
