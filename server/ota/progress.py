@@ -1,28 +1,33 @@
-"""What the traps report on `ota`, kept per trap: a history row each, and the latest stage of the
-release the trap should run (what rollouts judge)."""
+"""What the traps report on `ota`, kept per trap: a history row each (stored once, however often
+the broker delivers it), and the latest stage of the release the trap should run (what rollouts
+judge)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from trapline.contracts import OtaProgress
-from trapline.server.models import DeviceModelStatus, DeviceRelease
+from trapline.server.models import DeviceRelease
+
+
+def progress_row(device_id: str, message: OtaProgress, now: datetime) -> dict[str, Any]:
+    """A device_model_status row (unique per device, version, stage and trap time)."""
+    return {
+        "device_id": device_id,
+        "version": message.version or "",
+        "stage": message.stage,
+        "reason": message.reason,
+        "at": message.ts,
+        "release_id": message.release_id,
+        "received_at": now,
+    }
 
 
 def record_progress(session: Session, device_id: str, message: OtaProgress, now: datetime) -> None:
-    session.add(
-        DeviceModelStatus(
-            device_id=device_id,
-            version=message.version or "",
-            stage=message.stage,
-            reason=message.reason,
-            at=message.ts,
-            release_id=message.release_id,
-            received_at=now,
-        )
-    )
+    """Move the trap's target on: the stage it reached of the release it should run."""
     target = session.get(DeviceRelease, device_id)
     if target is None or message.release_id is None or target.desired_release_id != message.release_id:
         return  # about a release the trap is no longer asked to run: history only
