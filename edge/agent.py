@@ -34,10 +34,11 @@ from trapline.contracts import (
 from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
+from trapline.edge.candidates import CandidateSampler
 from trapline.edge.clock import clock_unsynced
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.deployment import DeploymentReporter
-from trapline.edge.detector import Detector
+from trapline.edge.detector import Detector, FrameResult
 from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
@@ -134,6 +135,9 @@ class Agent:
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # a daily sample of boxes just below the threshold (the server looks for missed animals)
+        wanted = config.upload.mode != "none" and config.upload.candidates.per_day > 0
+        self.candidates = CandidateSampler(config.upload.candidates, self.spool) if wanted else None
         # the camera's static false positives (server: reviewers' "not an animal")
         self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
         # THE registration point for downlink commands: topic kind -> handler. The dispatcher
@@ -279,6 +283,8 @@ class Agent:
             return
         self._frame_counter = frame_number
         self.counters.frames_processed += 1
+        if self.candidates is not None:
+            self._sample_candidates(self.candidates, message, image, result)
         self.frame_ms.append((time.perf_counter() - started) * 1000.0)
         self.publisher.notify()
         if pictures:
@@ -324,6 +330,20 @@ class Agent:
                 written.path.unlink(missing_ok=True)
             raise
         return pending
+
+    def _sample_candidates(
+        self, sampler: CandidateSampler, message: DetectionMessage, image: np.ndarray, result: FrameResult
+    ) -> None:
+        """Best effort, after the frame is safely spooled: a lost candidate is only a smaller sample."""
+        below = self.detector.below_threshold(result, sampler.config.floor)
+        below, _ = self.ignore_regions.apply(image, below, count=False)  # a known stump is no animal
+        if self.config.privacy.blur_people:  # the site's rule holds for candidates too, weak boxes included
+            image = blur_boxes(image, [*message.detections, *below])
+        try:
+            if sampler.offer(message.id, message.captured_at, image, below, message.detections):
+                self.uploader.notify()
+        except (SpoolError, OSError) as exc:
+            log.warning("could not keep the candidate crops of %s: %s", message.id, exc)
 
     def _quarantine(self, frame: Frame, reason: str) -> None:
         self.counters.frames_quarantined += 1
@@ -413,6 +433,12 @@ class Agent:
         finally:
             self.source.close()
             self._spool_summary(self.bursts.close())
+            if exhausted and self.candidates is not None:  # nothing more will come: send the sample
+                try:
+                    self.candidates.flush()
+                    self.uploader.notify()
+                except (SpoolError, OSError) as exc:
+                    log.warning("could not queue the candidate crops: %s", exc)
             if exhausted:
                 log.info(
                     "source exhausted; waiting for %d spooled message(s) to be sent",

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN, Category
 from trapline.credentials import SecretError, read_secret
 from trapline.edge.backends import BACKENDS
 from trapline.edge.ota.config import OtaConfig
@@ -160,6 +160,21 @@ class SpoolConfig(_Section):
     )
 
 
+class CandidateConfig(_Section):
+    per_day: int = Field(
+        20, ge=0, le=1000, description="below-threshold crops sampled per UTC day for the server (0: none)"
+    )
+    floor: float = Field(
+        0.1, gt=0, lt=1, description="lowest confidence sampled (the model's threshold is the top)"
+    )
+    max_bytes: int = Field(1024 * 1024, gt=0, description="largest size of one day's sample")
+    side_px: int = Field(224, ge=32, le=1024, description="longest side of a sampled crop")
+    categories: list[Category] = Field(
+        default_factory=lambda: list[Category](["animal"]),
+        description="categories whose weak boxes are sampled",
+    )
+
+
 class UploadConfig(_Section):
     url: str | None = Field(None, description="the server's base URL, e.g. https://trapline.example.org")
     mode: Literal["none", "crops", "thumbnails", "frames"] = Field(
@@ -174,6 +189,10 @@ class UploadConfig(_Section):
     backoff_max_s: float = Field(300, gt=0, description="longest wait between failed uploads")
     token_file: Path | None = Field(
         None, description="file holding the upload token (mode 0600); or TRAPLINE_UPLOAD_TOKEN"
+    )
+    candidates: CandidateConfig = Field(
+        default_factory=CandidateConfig,
+        description="a daily sample of boxes just below the threshold, sent after everything else",
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from trapline.bundle import BundleError
 from trapline.contracts import Detection
 from trapline.edge.backends import InferenceBackend, ModelLoadError, load_backend
 from trapline.edge.model_info import ModelInfo
-from trapline.edge.yolo import RawDetections, decode, letterbox, to_input_tensor
+from trapline.edge.yolo import Letterbox, RawDetections, decode, letterbox, to_input_tensor
 from trapline.formats import format_for_path
 from trapline.manifest import Thresholds
 from trapline.model_source import ModelSource
@@ -26,6 +26,9 @@ class FrameResult:
     raw: RawDetections
     detections: list[Detection]
     inference_ms: float
+    # the model's raw output, kept so boxes below the threshold can be read without running it again
+    output: np.ndarray | None = None
+    letterbox: Letterbox | None = None
 
 
 class Detector:
@@ -94,19 +97,35 @@ class Detector:
         started = time.perf_counter()
         output = self.backend.run(tensor)
         inference_ms = (time.perf_counter() - started) * 1000.0
-        raw = decode(
+        raw = self._decode(output, box, self.thresholds.conf)
+        detections = self._to_contract(raw, box.source_width, box.source_height)
+        return FrameResult(raw, detections, inference_ms, output, box)
+
+    def _decode(self, output: np.ndarray, box: Letterbox, conf: float) -> RawDetections:
+        return decode(
             output,
             self.backend.info.output,
             len(self.info.class_names),
             self.info.input_height,
             self.info.input_width,
             self._normalized_boxes,
-            self.thresholds.conf,
+            conf,
             self.thresholds.iou,
             self.thresholds.max_det,
             box,
         )
-        return FrameResult(raw, self._to_contract(raw, box.source_width, box.source_height), inference_ms)
+
+    def below_threshold(self, result: FrameResult, floor: float) -> list[Detection]:
+        """The boxes of an already run frame scoring in [floor, threshold): what the model nearly
+        reported. NMS keeps the same boxes above the threshold either way (a box is suppressed only
+        by a better one), so these are exactly the extra boxes a lower threshold would add."""
+        if result.output is None or result.letterbox is None or floor >= self.thresholds.conf:
+            return []
+        box = result.letterbox
+        raw = self._decode(result.output, box, floor)
+        weaker = [d for d in self._to_contract(raw, box.source_width, box.source_height)
+                  if d.conf < self.thresholds.conf]  # fmt: skip
+        return weaker
 
     def _to_contract(self, raw: RawDetections, width: int, height: int) -> list[Detection]:
         detections = []

@@ -147,7 +147,7 @@ class Media(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # frame / thumbnail / crop
+    kind: Mapped[str] = mapped_column(String(16))  # one of trapline.contracts.MEDIA_KINDS
     detection_id: Mapped[str | None] = mapped_column(String(ID_MAX), index=True)
     content_type: Mapped[str] = mapped_column(String(40))
     bytes: Mapped[int] = mapped_column(BigInteger)

@@ -72,6 +72,7 @@ def fit(
     device: str = "cpu",
     workers: int = 2,
     freeze: int = 0,
+    plots: bool = True,
 ) -> Path:
     """Train; returns `best.pt`, or `last.pt` when early stopping is off (patience 0): with a
     small val split, "best" is mostly noise and a fixed schedule is the honest choice."""
@@ -97,7 +98,7 @@ def fit(
         patience=patience,
         freeze=freeze or None,
         amp=False,
-        plots=True,
+        plots=plots,
         verbose=False,
     )
     chosen = out / "fit" / "weights" / ("best.pt" if patience else "last.pt")

@@ -40,6 +40,13 @@ CATEGORIES: Final[tuple[Category, ...]] = ("animal", "person", "vehicle")
 # training reads it, the server's export writes it
 MEGADETECTOR_CATEGORIES: Final[dict[str, Category]] = {"1": "animal", "2": "person", "3": "vehicle"}
 
+# Pictures a trap uploads over HTTP (`POST /api/v1/media`, form field `kind`) for the frame whose
+# detection message id is the `detection_id` field: the whole frame, a thumbnail of it, a crop of one
+# box, or a `candidate`: a square crop of a box below the model's threshold, sent last, so reviewers
+# can find animals the model missed.
+MediaKind = Literal["frame", "thumbnail", "crop", "candidate"]
+MEDIA_KINDS: Final[tuple[MediaKind, ...]] = ("frame", "thumbnail", "crop", "candidate")
+
 # Longest values on the wire. The server stores them in columns of exactly these sizes, so a
 # message that validates always fits (a too-long field must be a dead letter, not a failed batch).
 ID_MAX = 160

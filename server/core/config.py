@@ -171,7 +171,11 @@ class ServerSettings(BaseSettings):
         " species count as known when the server holds their photos (matched by SHA-256)",
     )
     clustering_threads: int = Field(
-        2, ge=1, le=64, description="threads for clustering and t-SNE (at most the free cores)"
+        2,
+        ge=1,
+        le=64,
+        description="threads per worker for feature extraction, clustering and t-SNE"
+        " (at most the free cores: more threads than cores make PyTorch far slower)",
     )
     signing_key: Path | None = Field(
         None,

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from trapline.contracts import ID_MAX
+from trapline.contracts import ID_MAX, MEDIA_KINDS
 from trapline.files import atomic_write
 from trapline.server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
 from trapline.server.api.schemas import MediaOut
@@ -20,7 +20,6 @@ from trapline.server.api.uploads import MULTIPART_FILE, file_bytes, read_form, t
 from trapline.server.models import Media
 
 router = APIRouter(prefix="/media", tags=["media"])
-KINDS = ("frame", "thumbnail", "crop")
 MULTIPART_UPLOAD: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -33,7 +32,7 @@ MULTIPART_UPLOAD: dict[str, Any] = {
                         **MULTIPART_FILE["requestBody"]["content"]["multipart/form-data"]["schema"][
                             "properties"
                         ],
-                        "kind": {"type": "string", "enum": list(KINDS)},
+                        "kind": {"type": "string", "enum": list(MEDIA_KINDS)},
                         "detection_id": {"type": "string"},
                     },
                 }
@@ -67,8 +66,8 @@ async def upload(request: Request, device: DeviceDep, session: SessionDep, setti
     try:
         kind = text_field(form, "kind", 16)
         detection_id = text_field(form, "detection_id", ID_MAX)
-        if kind not in KINDS:
-            raise HTTPException(422, f"kind must be one of {KINDS}")
+        if kind not in MEDIA_KINDS:
+            raise HTTPException(422, f"kind must be one of {MEDIA_KINDS}")
         if detection_id and not detection_id.startswith(f"{device.id}:"):
             raise HTTPException(403, "a trap uploads only for its own detections")
         data = await file_bytes(form, "file", settings.max_upload_bytes)
