@@ -72,6 +72,16 @@ def _described(ids: Iterable[str]) -> str:
     return ", ".join(sorted(ids)) or "none"
 
 
+def changed_keys(keyring: Keyring, statement: KeyRotationStatement) -> dict[str, Ed25519PublicKey]:
+    """The keys after `statement`'s change, without judging it (`apply_rotation` judges first)."""
+    keys = dict(keyring.keys)
+    for added in statement.add:
+        keys[added.key_id] = Ed25519PublicKey.from_public_bytes(bytes.fromhex(added.public_key))
+    for revoked in statement.revoke:
+        keys.pop(revoked, None)
+    return keys
+
+
 def apply_rotation(keyring: Keyring, statement: KeyRotationStatement) -> Keyring:
     """The keyring after `statement`; RotationError when a trap trusting `keyring` must refuse it."""
     sequence, signer = statement.sequence, statement.key_id
@@ -90,11 +100,7 @@ def apply_rotation(keyring: Keyring, statement: KeyRotationStatement) -> Keyring
         raise RotationError(
             f"statement {sequence}: the signature does not verify with key {signer} (tampered or forged)"
         ) from exc
-    keys = dict(keyring.keys)
-    for added in statement.add:
-        keys[added.key_id] = Ed25519PublicKey.from_public_bytes(bytes.fromhex(added.public_key))
-    for revoked in statement.revoke:
-        keys.pop(revoked, None)
+    keys = changed_keys(keyring, statement)
     # the contract refuses both already (a statement may not revoke its signer, so its signer
     # stays); the keyring does not rely on that
     if not keys:

@@ -1,5 +1,6 @@
 """What the traps report on `ota`, kept per trap: a history row each, and the latest stage of the
-release the trap should run (what rollouts judge)."""
+release the trap should run (what rollouts judge). Key rotation outcomes (stages `keys_*`) go to
+the trap's keyring state instead (server/ota/key_rotations.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from trapline.contracts import OtaProgress
+from trapline.contracts import KEY_ROTATION_STAGES, OtaProgress
 from trapline.server.models import DeviceModelStatus, DeviceRelease
+from trapline.server.ota.key_rotations import record_key_report
 
 
 def record_progress(session: Session, device_id: str, message: OtaProgress, now: datetime) -> None:
+    if message.stage in KEY_ROTATION_STAGES:
+        record_key_report(session, device_id, message, now)
+        return
     session.add(
         DeviceModelStatus(
             device_id=device_id,
