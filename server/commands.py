@@ -378,9 +378,7 @@ def _keys_status(_args: argparse.Namespace) -> int:
             )
             if device.trusted_keys:
                 line += f"\ttrusts {', '.join(device.trusted_keys)}"
-            if device.refused_at is not None and (
-                device.applied_at is None or device.refused_at >= device.applied_at
-            ):
+            if device.refused_at is not None:
                 line += f"\trefused {device.refused_sequence or '-'}: {device.refused_reason}"
             print(line)
     return 0

@@ -78,6 +78,15 @@ def _stages(collector: MqttCollector, release_id: int) -> list[str]:
     return [p["stage"] for p in _ota(collector) if p.get("release_id") == release_id]
 
 
+def _key_reports(collector: MqttCollector, stage: str) -> list[dict[str, Any]]:
+    return [p for p in _ota(collector) if p["stage"] == stage]
+
+
+def _running(collector: MqttCollector) -> set[str]:
+    """The model hashes of the last few frames."""
+    return {p["model"]["sha256"] for p in collector.payloads("/detections")[-3:] if p.get("model")}
+
+
 def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
     tmp_path: Path, secured: MosquittoBroker, kit: ReleaseKit, release_v2: Release
 ) -> None:
@@ -127,9 +136,8 @@ def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
                      "retry_min_s": 0.5, "window": {"min_disk_free_mb": 0}},
             )  # fmt: skip
             agent = track(start_agent(write_config(tmp_path, config), log))
-            assert collector.wait_for(lambda: len(collector.payloads("/detections")) >= 2, 60), (
-                log.read_text()
-            )
+            started = lambda: len(collector.payloads("/detections")) >= 2  # noqa: E731
+            assert collector.wait_for(started, 60), log.read_text()[-3000:]
 
             # 1. two statements: the current key adds the new one, the new one retires the old
             with transaction(sessions) as session:
@@ -140,7 +148,7 @@ def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
                     session, settings, sign_rotation(keys / "new.key", 2, revoke=[retired]), None, _now()
                 )
             RolloutController(settings, sessions, sender).tick()  # what `trapline server ota` does
-            applied = lambda: [p for p in _ota(collector) if p["stage"] == "keys_applied"]  # noqa: E731
+            applied = lambda: _key_reports(collector, "keys_applied")  # noqa: E731
             assert collector.wait_for(lambda: bool(applied()), 30), log.read_text()[-3000:]
             report = applied()[-1]
             trusted = sorted({*Keyring.load(kit.keyring).keys, new_id} - {retired})
@@ -166,15 +174,9 @@ def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
             # 3. the same model signed by the new key is installed and runs
             command = by_new.command("/by-new.tar.gz", release_id=3)
             assert sender.send(topic("trapline", DEVICE, "cmd/model"), command.to_json())
-            assert collector.wait_for(lambda: "installed" in _stages(collector, 3), 60), log.read_text()[
-                -3000:
-            ]
-            running = (
-                lambda: [  # noqa: E731
-                    p["model"]["sha256"] for p in collector.payloads("/detections")[-3:] if p.get("model")
-                ]
-            )
-            assert collector.wait_for(lambda: set(running()) == {by_new.model_sha256}, 20)
+            installed = lambda: "installed" in _stages(collector, 3)  # noqa: E731
+            assert collector.wait_for(installed, 60), log.read_text()[-3000:]
+            assert collector.wait_for(lambda: _running(collector) == {by_new.model_sha256}, 20)
 
             # 4. a forged statement (a key the trap does not trust) is refused and reported
             stranger = generate_keys(keys / "stranger.key", keys / "stranger.pub")
@@ -183,7 +185,7 @@ def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
             )
             payload = KeysCommand(statements=[forged]).to_json()
             assert sender.send(topic("trapline", DEVICE, "cmd/keys"), payload)
-            refused = lambda: [p for p in _ota(collector) if p["stage"] == "keys_refused"]  # noqa: E731
+            refused = lambda: _key_reports(collector, "keys_refused")  # noqa: E731
             assert collector.wait_for(lambda: bool(refused()), 30), log.read_text()[-3000:]
             assert refused()[-1]["key_sequence"] == 3 and stranger in refused()[-1]["reason"]
             assert agent.poll() is None, log.read_text()[-3000:]

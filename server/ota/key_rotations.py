@@ -178,6 +178,10 @@ def record_key_report(session: Session, device_id: str, message: OtaProgress, no
         if row.applied_sequence is None or sequence >= row.applied_sequence:
             row.applied_sequence, row.applied_at = sequence, now
             row.trusted_keys = list(message.trusted_keys) if message.trusted_keys is not None else None
+        # a refusal the trap has since got past (the statement applied after all, e.g. once the
+        # disk had room) is no longer news; one of a newer statement stays
+        if row.refused_at is not None and (row.refused_sequence or 0) <= sequence:
+            row.refused_sequence, row.refused_reason, row.refused_at = None, None, None
     elif message.stage == "keys_refused":
         row.refused_sequence, row.refused_reason, row.refused_at = sequence, message.reason, now
         log.warning("trap %s refused key statement %s: %s", device_id, sequence, (message.reason or "")[:300])

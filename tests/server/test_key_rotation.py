@@ -191,3 +191,62 @@ def test_releases_are_checked_against_the_rotated_keyring(
     with transaction(sessions) as session:
         release = register_release(session, settings, by_new)
         assert release.key_id == keys.ids["new"]
+
+
+def test_the_cli_publishes_to_a_group_and_shows_who_applied_it(
+    sqlite_url: str,
+    tmp_path: Path,
+    keys: Keys,
+    sessions_for: Callable[[str], sessionmaker[Session]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trapline.cli.main import main
+
+    ring = tmp_path / "release-keyring"
+    install_public_key(ring, (keys.folder / "old.pub").read_bytes())
+    monkeypatch.setenv("TRAPLINE_SERVER_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("TRAPLINE_SERVER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TRAPLINE_SERVER_RELEASE_KEYRING", str(ring))
+    sessions = sessions_for(sqlite_url)
+    register(sessions, "trap-01", "trap-02")
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        return code, capsys.readouterr().out
+
+    statement = tmp_path / "rotation-1.json"
+    code, out = run(
+        "keys", "rotate", "--add", str(keys.folder / "new.pub"), "--signing-key", str(keys.private("old")),
+        "--keyring", str(ring), "--sequence", "1", "--out", str(statement),
+    )  # fmt: skip
+    assert code == 0, out
+    assert run("server", "keys", "publish", str(statement), "--group", "canary") == (
+        1,
+        "refused: the group 'canary' has no traps\n",
+    )
+    assert run("server", "group", "set", "canary", "trap-02")[0] == 0
+    code, out = run("server", "keys", "publish", str(statement), "--group", "canary")
+    assert code == 0 and "for 1 trap(s)" in out, out
+    forged = tmp_path / "forged.json"
+    forged.write_text(
+        sign_rotation(keys.private("stranger"), 2, add=[keys.public("stranger")]).model_dump_json(
+            by_alias=True
+        )
+    )
+    code, out = run("server", "keys", "publish", str(forged))
+    assert code == 1 and "traps would refuse it" in out and "not trusted" in out
+    not_json = tmp_path / "garbage.json"
+    not_json.write_text("{}")
+    assert run("server", "keys", "publish", str(not_json))[1].startswith("refused: ")
+    _report(
+        sessions, "trap-02", stage="keys_refused", key_sequence=1, reason="could not write the new keyring"
+    )
+    lines = run("server", "keys", "status")[1].splitlines()
+    assert lines[0].startswith(f"statement 1 by key {keys.ids['old']}: added {keys.ids['new']}, revoked none")
+    assert len(lines) == 2 and lines[1].startswith("trap-02\tshould apply 1 (not yet published)\tapplied -")
+    assert lines[1].endswith("refused 1: could not write the new keyring")
+    trusted = sorted([keys.ids["old"], keys.ids["new"]])
+    _report(sessions, "trap-02", stage="keys_applied", key_sequence=1, trusted_keys=trusted)
+    line = run("server", "keys", "status")[1].splitlines()[1]
+    assert "applied 1" in line and f"trusts {', '.join(trusted)}" in line and "refused" not in line
