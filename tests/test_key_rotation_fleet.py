@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,9 +148,11 @@ def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
                 register_rotation(
                     session, settings, sign_rotation(keys / "new.key", 2, revoke=[retired]), None, _now()
                 )
+            published = time.monotonic()
             RolloutController(settings, sessions, sender).tick()  # what `trapline server ota` does
             applied = lambda: _key_reports(collector, "keys_applied")  # noqa: E731
             assert collector.wait_for(lambda: bool(applied()), 30), log.read_text()[-3000:]
+            rotation_s = time.monotonic() - published
             report = applied()[-1]
             trusted = sorted({*Keyring.load(kit.keyring).keys, new_id} - {retired})
             assert (report["key_sequence"], report["trusted_keys"]) == (2, trusted)
@@ -189,6 +192,7 @@ def test_a_trap_follows_a_rotation_and_trusts_only_the_new_key(
             assert collector.wait_for(lambda: bool(refused()), 30), log.read_text()[-3000:]
             assert refused()[-1]["key_sequence"] == 3 and stranger in refused()[-1]["reason"]
             assert agent.poll() is None, log.read_text()[-3000:]
+            print(f"\nkey rotation: published to keys_applied reported {rotation_s:.2f} s (2 statements)")
             agent.send_signal(signal.SIGTERM)
             try:
                 assert agent.wait(30) == 0, log.read_text()[-3000:]
