@@ -1,4 +1,4 @@
-"""`trapline server ...`: migrate, ingest, api, worker, device (add, token, enrol-offline,
+"""`trapline server ...`: migrate, ingest, api, worker, retention, device (add, token, enrol-offline,
 decommission), site add, token create, mqtt-auth, and the model updates: release add/grant,
 group set, rollout start/pause/resume/rollback, keys publish/status, ota."""
 
@@ -48,16 +48,26 @@ def _ingest(_args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    worker.run()
-    return 0
+    return worker.run()
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from trapline.server.api.main import create_app
+    from trapline.server.api.serve import serve
 
-    uvicorn.run(create_app(_settings()), host=args.host, port=args.port, log_level="warning")
+    return serve(create_app(_settings()), host=args.host, port=args.port)
+
+
+def _retention(_args: argparse.Namespace) -> int:
+    from trapline.server.db import make_engine, session_factory
+    from trapline.server.retention import apply_retention
+
+    settings = _settings()
+    result = apply_retention(settings, session_factory(make_engine(settings.database_url)))
+    print(
+        f"deleted {result.dead_letters} dead letters, {result.jobs} jobs ({result.job_files} ZIP files), "
+        f"{result.media_rows} pictures ({result.media_files} files), {result.sessions} expired sessions"
+    )
     return 0
 
 
@@ -82,11 +92,11 @@ def _device_ids(args: argparse.Namespace) -> list[str]:
 def _device_add(args: argparse.Namespace) -> int:
     """Register traps; print each one's one-time enrolment token (or, with --credentials, the
     MQTT password and upload token directly, for a trap set up by hand)."""
+    from trapline.server.admin import give_credentials
     from trapline.server.broker_auth import sync_broker
     from trapline.server.db import make_engine, session_factory, transaction
     from trapline.server.fleet import RegistryError, issue_enrolment_token
     from trapline.server.models import Device
-    from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
     settings = _settings()
     factory = session_factory(make_engine(settings.database_url))
@@ -100,12 +110,10 @@ def _device_add(args: argparse.Namespace) -> int:
                 if not args.credentials:
                     print(_token_line(issued))
                     continue
-                upload_token, mqtt_password = new_token(), new_token()
-                device.token_hash = hash_token(upload_token)
-                device.mqtt_password_line = mosquitto_password_line(device_id, mqtt_password)
+                given = give_credentials(device)
                 print(f"device {device_id} registered. Give the technician, once:")
-                print(f"  MQTT user {device_id}, password {mqtt_password}")
-                print(f"  upload token {upload_token}")
+                print(f"  MQTT user {device_id}, password {given.mqtt_password}")
+                print(f"  upload token {given.upload_token}")
     except RegistryError as exc:
         print(f"error: {exc}")
         return 2
@@ -199,18 +207,9 @@ def _site_add(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import ApiToken
-    from trapline.server.security import hash_token, new_token
+    from trapline.server.admin import create_api_token
 
-    token = new_token()
-    with transaction(session_factory(make_engine(_settings().database_url))) as session:
-        session.add(
-            ApiToken(
-                name=args.name, token_hash=hash_token(token), role=args.role, created_at=datetime.now(UTC)
-            )
-        )
-    print(token)
+    print(create_api_token(_sessions(), args.name, args.role))
     return 0
 
 
@@ -229,13 +228,10 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.model_registry import register_bundle
+    from trapline.server.admin import register_model
 
     settings = _settings()
-    with transaction(session_factory(make_engine(settings.database_url))) as session:
-        row = register_bundle(session, args.bundle, settings.release_keyring)
-        name, version = row.name, row.version
+    name, version = register_model(_sessions(), args.bundle, settings.release_keyring)
     print(f"registered {name} v{version}")
     return 0
 
@@ -464,9 +460,12 @@ def register(server: argparse.ArgumentParser) -> None:
     sub = server.add_subparsers(dest="server_command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=_migrate)
     sub.add_parser("ingest", help="run an MQTT ingest worker until stopped").set_defaults(handler=_ingest)
-    worker = sub.add_parser("worker", help="run background jobs (dataset exports) until stopped")
+    worker = sub.add_parser("worker", help="run background jobs (dataset exports, retention) until stopped")
     worker.add_argument("--workers", type=int, default=1)
     worker.set_defaults(handler=_worker)
+    sub.add_parser(
+        "retention", help="delete what is older than the retention settings, now (the worker does it hourly)"
+    ).set_defaults(handler=_retention)
     api = sub.add_parser("api", help="serve the API and dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)

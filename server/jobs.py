@@ -29,6 +29,7 @@ from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory, transaction
 from trapline.server.models import DetectionFrame, Job, WorkChunk
 from trapline.server.queries import boxes_by_frame, frame_query, media_by_frame, picture
+from trapline.server.retention import apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session],
             frame_id: picture(kinds)
             for frame_id, kinds in media_by_frame(session, [f.id for f in frames]).items()
         }
-    out_dir = settings.data_dir / "jobs"
+    out_dir = settings.jobs_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{job_id}.zip"
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".zip.part")
@@ -130,6 +131,14 @@ class JobQueue:
         self.huey.periodic_task(crontab(day_of_week="1", hour="3", minute="0"), name="weekly_retrain")(
             self._weekly_retrain
         )
+        self.retention = self.huey.periodic_task(self._retention_due, name="retention")(self._retention)
+
+    def _retention_due(self, when: datetime) -> bool:
+        # Huey asks once a minute
+        return (when.hour * 60 + when.minute) % self.settings.retention_interval_minutes == 0
+
+    def _retention(self) -> None:
+        apply_retention(self.settings, self.sessions)
 
     def _guarded(self, work: Callable[[str], object]) -> Callable[[str], str]:
         def run(job_id: str) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,11 +59,15 @@ class Device(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16), default="unknown")  # online/offline/stopped
-    state_at: Mapped[datetime | None]
+    state_at: Mapped[datetime | None]  # the trap's clock when it said so: shown, never used to order
+    # when the server received the state: states are ordered by this, never by the trap's clock
+    state_received_at: Mapped[datetime | None]
+    # the trap's last status or heartbeat carried a time before 2000 or far ahead (no NTP yet)
+    clock_suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     agent_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
     model_name: Mapped[str | None] = mapped_column(String(MODEL_NAME_MAX))
     model_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
-    last_heartbeat_at: Mapped[datetime | None]
+    last_heartbeat_at: Mapped[datetime | None]  # server receive time of the last heartbeat
     heartbeat: Mapped[dict[str, Any] | None]
     last_seen_at: Mapped[datetime | None]
     token_hash: Mapped[str | None] = mapped_column(String(128))  # for HTTP media upload
@@ -175,6 +180,8 @@ class DetectionFrame(Base):
     detection_count: Mapped[int] = mapped_column(Integer)
     max_conf: Mapped[float] = mapped_column(Float)
     categories: Mapped[str] = mapped_column(Text)  # ",animal,person," for filtering
+    # captured_at is before 2000 or far ahead of received_at: the trap's clock was not set
+    clock_suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index("ix_frames_device_time", "device_id", "captured_at"),)
 
@@ -295,6 +302,9 @@ class DeviceModelStatus(Base):
     release_id: Mapped[int | None] = mapped_column(Integer)
     received_at: Mapped[datetime | None]
 
+    # a redelivered progress message is the same row
+    __table_args__ = (UniqueConstraint("device_id", "version", "stage", "at", name="uq_ota_progress"),)
+
 
 class KeyRotation(Base):
     """A signed key rotation statement (`trapline keys rotate`), registered to go to the traps."""
@@ -347,6 +357,8 @@ class DeadLetter(Base):
     payload: Mapped[bytes | None]
     payload_bytes: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime]
+    # sha256 of topic and payload: a redelivered dead letter is stored once
+    digest: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class ApiToken(Base):
@@ -356,6 +368,17 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
     role: Mapped[str] = mapped_column(String(16))  # admin / viewer
     created_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A dashboard login: the cookie holds a random session id, the database only its hash.
+    It expires, and logging out deletes it (the API token itself never goes into a cookie)."""
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Job(Base):

@@ -27,7 +27,6 @@ import io
 import json
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from trapline.contracts import as_category
+from trapline.server.exports.zip_stream import zip_chunks
 from trapline.server.models import Deployment, DetectionFrame, Label, Media, Sequence
 from trapline.server.queries import boxes_by_frame, frames_in, media_by_frame, picture, rows_where_in
 
@@ -417,25 +417,10 @@ def package_entries(
 
 
 def stream_zip(entries: Iterable[Entry], out: IO[bytes]) -> None:
-    """Write the entries as a ZIP into `out` (a file, a pipe, a response stream: no seeking needed)."""
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for entry in entries:
-            if entry.source is not None:
-                # pictures are JPEG already: deflating them again costs CPU and saves nothing
-                stored = zipfile.ZipInfo(entry.path, _zip_time())
-                with archive.open(stored, "w") as target, entry.source.open("rb") as source:
-                    shutil.copyfileobj(source, target, 1 << 20)
-                continue
-            info = zipfile.ZipInfo(entry.path, _zip_time())
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as target:
-                for chunk in entry.chunks or ():
-                    target.write(chunk)
-
-
-def _zip_time() -> tuple[int, int, int, int, int, int]:
-    now = datetime.now(UTC)
-    return (now.year, now.month, now.day, now.hour, now.minute, now.second)
+    """Write the entries as a ZIP into `out` (a file, a pipe, a response stream: no seeking needed).
+    Pictures are stored as they are (JPEG already), tables deflated."""
+    for chunk in zip_chunks(entries):
+        out.write(chunk)
 
 
 # --- a whole package in memory: for small exports and tests ---------------------------------

@@ -56,7 +56,7 @@ def _wait_state(client: TestClient, job_id: str, states: set[str], timeout_s: fl
 
 def test_dataset_export_job(app_and_env: tuple[Any, dict[str, str]], tmp_path: Path) -> None:
     app, env = app_and_env
-    with TestClient(app) as client:
+    with TestClient(app, base_url="https://testserver") as client:
         photo = (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
         for frame in ("trap-01:000000000", "trap-01:000018000"):  # thumbnails for two frames
             client.post("/api/v1/media", data={"kind": "thumbnail", "detection_id": frame},
@@ -125,7 +125,7 @@ def test_jobs_left_running_by_a_dead_worker_finish_after_restart(
         )
     worker = _worker(env, tmp_path / "worker.log")
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="https://testserver") as client:
             done = _wait_state(client, "job-orphan", {"done", "failed"})
             failed = _wait_state(client, "job-bad", {"failed"}, timeout_s=60)
     finally:

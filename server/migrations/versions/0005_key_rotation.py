@@ -1,7 +1,7 @@
 """key rotation: signed statements and each trap's keyring state
 
-Revision ID: 0004_key_rotation
-Revises: 0003_fleetops
+Revision ID: 0005_key_rotation
+Revises: 0004_ingest_hardening
 Create Date: 2026-11-30 10:00:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_key_rotation"
-down_revision = "0003_fleetops"
+revision = "0005_key_rotation"
+down_revision = "0004_ingest_hardening"  # re-chained after merging ingest
 branch_labels = None
 depends_on = None
 
