@@ -88,7 +88,12 @@ def test_two_workers_share_the_load_without_duplicates(
     register(sessions, "trap-01", "trap-02")
     workers = [
         RunningWorker(
-            IngestWorker(settings_for(sqlite_url, tmp_path, broker, mqtt_client_id=f"ingest-{i}"), sessions)
+            IngestWorker(
+                settings_for(
+                    sqlite_url, tmp_path, broker, mqtt_client_id=f"ingest-{i}", mqtt_share_group="ingest"
+                ),
+                sessions,
+            )
         )
         for i in (1, 2)
     ]
