@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -115,7 +116,7 @@ def _device_add(args: argparse.Namespace) -> int:
                 print(f"  MQTT user {device_id}, password {given.mqtt_password}")
                 print(f"  upload token {given.upload_token}")
     except RegistryError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with factory() as session:
         files = sync_broker(session, settings)
@@ -133,7 +134,7 @@ def _device_token(args: argparse.Namespace) -> int:
 
     with transaction(session_factory(make_engine(settings.database_url))) as session:
         if session.get(Device, args.device_id) is None:
-            print(f"error: no device {args.device_id!r}")
+            print(f"error: no device {args.device_id!r}", file=sys.stderr)
             return 2
         issued = issue_enrolment_token(session, settings, args.device_id, args.site)
     print(
@@ -153,7 +154,7 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if settings.public_url is None:
-        print("error: set TRAPLINE_SERVER_PUBLIC_URL (where traps upload) for an offline enrolment")
+        print("error: set TRAPLINE_SERVER_PUBLIC_URL (where traps upload) first", file=sys.stderr)
         return 2
     try:
         with transaction(session_factory(make_engine(settings.database_url))) as session:
@@ -166,7 +167,7 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
             )
             answer = enrol(session, settings, request, settings.public_url)
     except RegistryError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with session_factory(make_engine(settings.database_url))() as session:
         sync_broker(session, settings)
@@ -187,7 +188,7 @@ def _device_decommission(args: argparse.Namespace) -> int:
         with transaction(session_factory(make_engine(settings.database_url))) as session:
             decommission(session, settings, args.device_id)
     except RegistryError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with session_factory(make_engine(settings.database_url))() as session:
         sync_broker(session, settings)

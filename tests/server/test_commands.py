@@ -29,7 +29,7 @@ def test_device_add_refuses_ids_that_break_topics_or_the_password_file(
     assert "invalid device id" in capsys.readouterr().err
     with create_engine(sqlite_url).connect() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM devices")).scalar() == 0
-    assert main(["server", "device", "add", "trap-07.b_2"]) == 0
+    assert main(["server", "device", "add", "trap-07.b_2", "--credentials"]) == 0
     assert "MQTT user trap-07.b_2" in capsys.readouterr().out
 
 
