@@ -43,6 +43,8 @@ from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, 
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.key_rotation import KeyRotationHandler
+from trapline.edge.keyring_store import KeyringStore, trust_dir, trusted_keyring
 from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.publisher import MqttPublisher
@@ -89,7 +91,7 @@ def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:
     """The configured model; the packaged one if that cannot be loaded (a trap must keep working)."""
     model = config.model
     try:
-        model_file = resolve_model(model.path, model.keyring)
+        model_file = resolve_model(model.path, trusted_keyring(config))
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
     except ModelLoadError as exc:
         counters.model_load_failures += 1
@@ -106,6 +108,11 @@ class Agent:
         self.counters = AgentCounters()
         self.started = time.monotonic()
         self.last_error: str | None = None
+        # the keys bundles are verified with: seeded from the provisioned keyring, then changed
+        # only by signed statements on cmd/keys (edge/key_rotation.py)
+        self.key_store = KeyringStore(trust_dir(config)) if config.keys.rotation else None
+        if self.key_store is not None:
+            self.key_store.seed(config.model.keyring)
         # the active model slot if an update installed one, else the configured model
         self.updates = ModelUpdates(config, __version__)
         self.detector = self.updates.boot(lambda: load_detector(config, self.counters))
@@ -144,14 +151,21 @@ class Agent:
         # (edge/downlink.py) receives `<prefix>/<device>/cmd/#`, validates each command against the
         # contract and calls its handler with it (None: the server cleared a retained command);
         # what it cannot use is reported on `ota`.
+        self.key_rotation = (
+            KeyRotationHandler(self.key_store, self.spool_ota, self.updates.keyring_changed)
+            if self.key_store is not None
+            else None
+        )
         self.command_handlers: dict[TopicKind, CommandHandler] = {
             "cmd/ignore-regions": self._ignore_regions_command,
             **self.updates.handlers(),  # cmd/model
         }
+        if self.key_rotation is not None:
+            self.command_handlers["cmd/keys"] = self.key_rotation.on_command
         self.downlink = Downlink(
             MqttCommandLink(config.mqtt, config.device_id),
             CommandDispatcher(
-                config.mqtt.prefix, config.device_id, self.command_handlers, self.updates.command_error
+                config.mqtt.prefix, config.device_id, self.command_handlers, self._command_error
             ),
         )
         self.stop_event = threading.Event()
@@ -377,6 +391,13 @@ class Agent:
         if not isinstance(command, IgnoreRegionsCommand):
             raise TypeError(f"expected an IgnoreRegionsCommand, got {type(command).__name__}")
         self.ignore_regions.handle(command.to_json())
+
+    def _command_error(self, kind: TopicKind | None, reason: str) -> None:
+        """A command that could not be used: reported on `ota` by the part it was meant for."""
+        if kind == "cmd/keys" and self.key_rotation is not None:
+            self.key_rotation.command_error(reason)
+        else:
+            self.updates.command_error(kind, reason)
 
     # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
     def spool_ota(self, payload: bytes) -> None:

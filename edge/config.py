@@ -62,7 +62,8 @@ class ModelConfig(_Section):
     keyring: Path = Field(
         PACKAGED_KEYRING,
         description="trusted release keys: a folder of <key id>.pub files (or one .pub file);"
-        " a bundle loads only if one of them signed it",
+        " a bundle loads only if one of them signed it. With keys.rotation (the default) this is"
+        " the seed of the keyring the trap keeps in keys.state_dir, which signed statements change",
     )
     backend: BackendKey = Field(
         "auto",
@@ -229,6 +230,19 @@ class SceneConfig(_Section):
     )
 
 
+class KeysConfig(_Section):
+    rotation: bool = Field(
+        True,
+        description="follow the server's signed key rotation statements (cmd/keys): the trap then"
+        " trusts the keyring kept in state_dir, seeded from model.keyring at the first start",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="the keyring the trap trusts now and the last statement it applied;"
+        " default: a `trust` folder beside the spool (/var/lib/trapline/trust)",
+    )
+
+
 class BurstConfig(_Section):
     gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
 
@@ -244,6 +258,7 @@ class AgentConfig(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     scene: SceneConfig = Field(default_factory=SceneConfig)
     ota: OtaConfig = Field(default_factory=OtaConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )

@@ -1,6 +1,6 @@
 """`trapline server ...`: migrate, ingest, api, worker, retention, device (add, token, enrol-offline,
 decommission), site add, token create, mqtt-auth, and the model updates: release add/grant,
-group set, rollout start/pause/resume/rollback, ota."""
+group set, rollout start/pause/resume/rollback, keys publish/status, ota."""
 
 from __future__ import annotations
 
@@ -323,6 +323,64 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_publish(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from trapline.contracts import KeyRotationStatement
+    from trapline.key_rotation import describe
+    from trapline.server.db import transaction
+    from trapline.server.ota.key_rotations import KeyRotationError, register_rotation
+    from trapline.server.ota.rollouts import group_members
+
+    try:
+        statement = KeyRotationStatement.model_validate_json(args.statement.read_bytes())
+    except (OSError, ValidationError) as exc:
+        print(f"refused: {args.statement}: not a key rotation statement ({exc})")
+        return 1
+    try:
+        with transaction(_sessions()) as session:
+            devices: list[str] | None = list(args.device) if args.device or args.group else None
+            for group in args.group:
+                members = group_members(session, group)
+                if not members:
+                    raise KeyRotationError(f"the group {group!r} has no traps")
+                devices = [*(devices or []), *members]
+            targets = register_rotation(session, _settings(), statement, devices, datetime.now(UTC))
+    except KeyRotationError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(f"{describe(statement)}")
+    print(
+        f"for {len(targets)} trap(s): `trapline server ota` publishes it;"
+        " `trapline server keys status` shows which traps applied it"
+    )
+    return 0
+
+
+def _keys_status(_args: argparse.Namespace) -> int:
+    from trapline.key_rotation import describe
+    from trapline.server.ota.key_rotations import key_status, statement_of
+
+    with _sessions()() as session:
+        rotations, devices = key_status(session)
+        for row in rotations:
+            print(f"{describe(statement_of(row))} (registered {row.registered_at:%Y-%m-%d %H:%M})")
+        if not rotations:
+            print("no key rotation statement registered")
+        for device in devices:
+            line = (
+                f"{device.device_id}\tshould apply {device.desired_sequence or '-'}"
+                f" ({'published' if device.published else 'not yet published'})"
+                f"\tapplied {device.applied_sequence if device.applied_sequence is not None else '-'}"
+            )
+            if device.trusted_keys:
+                line += f"\ttrusts {', '.join(device.trusted_keys)}"
+            if device.refused_at is not None:
+                line += f"\trefused {device.refused_sequence or '-'}: {device.refused_reason}"
+            print(line)
+    return 0
+
+
 def _ota(_args: argparse.Namespace) -> int:
     from trapline.server.ota.commands import MqttCommandSender
     from trapline.server.ota.controller import RolloutController
@@ -376,6 +434,18 @@ def _register_ota(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     start.add_argument("--success-percent", type=float, default=100.0, help="needed before the next stage")
     start.add_argument("--spread-s", type=int, default=0, help="spread the downloads over this many seconds")
     start.set_defaults(handler=_rollout)
+    keys = sub.add_parser("keys", help="key rotation: send signed statements to the traps, follow them")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    publish = ksub.add_parser(
+        "publish", help="register a statement (`trapline keys rotate`) for every trap, or some of them"
+    )
+    publish.add_argument("statement", type=Path)
+    publish.add_argument("--device", action="append", default=[], help="only this trap (repeatable)")
+    publish.add_argument("--group", action="append", default=[], help="only this group's traps (repeatable)")
+    publish.set_defaults(handler=_keys_publish)
+    ksub.add_parser(
+        "status", help="the statements, and which each trap should apply, applied or refused"
+    ).set_defaults(handler=_keys_status)
     for action, text in (
         ("pause", "tell no more traps"),
         ("resume", "carry on after a pause or a halt"),

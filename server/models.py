@@ -306,6 +306,35 @@ class DeviceModelStatus(Base):
     __table_args__ = (UniqueConstraint("device_id", "version", "stage", "at", name="uq_ota_progress"),)
 
 
+class KeyRotation(Base):
+    """A signed key rotation statement (`trapline keys rotate`), registered to go to the traps."""
+
+    __tablename__ = "key_rotations"
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    statement: Mapped[dict[str, Any]]  # the KeyRotationStatement as it travels
+    digest: Mapped[str] = mapped_column(String(64))  # trapline.key_rotation.statement_digest
+    signer_key_id: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[datetime]
+    registered_at: Mapped[datetime]
+
+
+class DeviceKeyring(Base):
+    """Per trap: the newest statement it should apply (published with those before it as its
+    retained cmd/keys) and what it reported on `ota` (keys_applied, keys_refused)."""
+
+    __tablename__ = "device_keyrings"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    desired_sequence: Mapped[int | None] = mapped_column(Integer)
+    published: Mapped[bool] = mapped_column(Boolean, default=False)  # the broker holds the desired state
+    published_at: Mapped[datetime | None]
+    applied_sequence: Mapped[int | None] = mapped_column(Integer)
+    applied_at: Mapped[datetime | None]
+    trusted_keys: Mapped[list[Any] | None]  # key ids, as the trap reported them
+    refused_sequence: Mapped[int | None] = mapped_column(Integer)
+    refused_reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
+    refused_at: Mapped[datetime | None]
+
+
 class Label(Base):
     """A biologist's label for a detection or a whole sequence."""
 

@@ -302,7 +302,7 @@ def store_batch(
     _insert_ignore(
         session,
         DeviceModelStatus.__table__,  # type: ignore[arg-type]
-        [progress_row(device, report, now) for device, report in progress],
+        [row for device, report in progress if (row := progress_row(device, report, now)) is not None],
         ["device_id", "version", "stage", "at"],
         None,
     )
