@@ -182,7 +182,8 @@ def test_the_watchdog_is_fed_only_while_every_thread_lives(
     runner = threading.Thread(target=agent.run)
     runner.start()
     try:
-        alive = _received(notify_socket, 2.0 * TIME_SCALE, watchdogs=2)  # emulated arm64: slow frames
+        # fed between frames: under emulation a frame takes 4 s
+        alive = _received(notify_socket, 10.0 * TIME_SCALE, watchdogs=2)
         assert alive[0] == "READY=1" and alive.count("WATCHDOG=1") >= 2
         die.set()
         deadline = time.monotonic() + 10
