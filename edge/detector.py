@@ -36,8 +36,11 @@ class Detector:
         threads: int = 2,
         conf_threshold: float | None = None,
         iou_threshold: float | None = None,
+        loaded: InferenceBackend | None = None,
     ) -> None:
-        self.backend: InferenceBackend = load_backend(model_path, backend, threads)
+        """`conf_threshold` (a trap's override) replaces the model's thresholds for every class;
+        `loaded`: an already loaded backend (evaluation runs PyTorch checkpoints this way)."""
+        self.backend: InferenceBackend = loaded or load_backend(model_path, backend, threads)
         try:
             self.info = ModelInfo.gather(
                 model_path, self.backend.info.metadata, self.backend.info.input.shape
@@ -49,8 +52,17 @@ class Detector:
             conf=base.conf if conf_threshold is None else conf_threshold,
             iou=base.iou if iou_threshold is None else iou_threshold,
             max_det=base.max_det,
+            per_class=base.per_class if conf_threshold is None else {},
+            target_precision=base.target_precision if conf_threshold is None else None,
         )
-        self._normalized_boxes = format_for_path(model_path).normalized_boxes
+        # per class index: the manifest's per-class threshold, else the default one
+        self.class_thresholds = np.asarray(
+            [self.thresholds.for_class(name) for name in self.info.class_names], np.float32
+        )
+        try:
+            self._normalized_boxes = format_for_path(model_path).normalized_boxes
+        except ValueError:
+            self._normalized_boxes = False  # a PyTorch checkpoint under evaluation: pixel boxes
         self._check_output_shape()
         self._warm_up()
         log.info(
@@ -91,7 +103,7 @@ class Detector:
             self.info.input_height,
             self.info.input_width,
             self._normalized_boxes,
-            self.thresholds.conf,
+            self.class_thresholds,
             self.thresholds.iou,
             self.thresholds.max_det,
             box,
