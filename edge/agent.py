@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import threading
 import time
@@ -11,8 +10,6 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 from trapline.bundle import BundleError, resolve_model_file
 from trapline.contracts import (
@@ -33,8 +30,9 @@ from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
-from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.imaging import is_night
 from trapline.edge.pictures import crops, thumbnail
+from trapline.edge.prefetch import DecodedFrame, FrameDecoder, prefetched
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
 from trapline.edge.sources import Frame, FrameSource, make_source
@@ -95,6 +93,10 @@ class Agent:
             config.spool.path, config.spool.max_bytes, config.spool.policy, config.spool.synchronous
         )
         self.quarantine = Quarantine(config.quarantine_dir)
+        info = self.detector.info
+        self.decoder = FrameDecoder(
+            info.input_width, info.input_height, config.max_image_pixels, config.pipeline.reduced_decode
+        )
         self.source = source or make_source(config.source)
         self._frame_counter = int(self.spool.get_state(_FRAME_COUNTER) or 0)
         self.bursts = BurstGrouper(
@@ -102,6 +104,7 @@ class Agent:
             config.bursts.gap_s,
             self.detector.info.category_names,
             BurstState.from_json(self.spool.get_state(_BURSTS)),
+            config.bursts.lone_min_conf,
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
         self.uploader = PictureUploader(config.upload, self.spool)
@@ -126,14 +129,13 @@ class Agent:
 
     # --- one frame --------------------------------------------------------------------------
     def process(self, frame: Frame) -> None:
+        self.process_decoded(self.decoder.decode(frame))
+
+    def process_decoded(self, decoded: DecodedFrame) -> None:
         started = time.perf_counter()
-        try:
-            data = frame.data or b""
-            image = (
-                frame.image if frame.image is not None else decode_image(data, self.config.max_image_pixels)
-            )
-        except BadImageError as exc:
-            self._quarantine(frame, exc.reason)
+        frame, image = decoded.frame, decoded.image
+        if image is None:
+            self._quarantine(frame, decoded.error or "not decoded")
             return
         result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
@@ -149,9 +151,9 @@ class Agent:
             frame_index=frame_index,
             image=ImageInfo(
                 file=frame.name,
-                sha256=hashlib.sha256(data).hexdigest(),
-                width=image.shape[1],
-                height=image.shape[0],
+                sha256=decoded.sha256,
+                width=decoded.width,
+                height=decoded.height,
                 night=is_night(image),
             ),
             model=self.detector.info.ref,
@@ -169,7 +171,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, data, image, result.detections)
+            pictures = self._pictures(message.id, decoded, result.detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -195,12 +197,14 @@ class Agent:
         )
 
     def _pictures(
-        self, detection_id: str, data: bytes, image: np.ndarray, detections: list[Detection]
+        self, detection_id: str, decoded: DecodedFrame, detections: list[Detection]
     ) -> list[PendingUpload]:
-        """Write the pictures to send for this frame (only frames with a detection)."""
+        """Write the pictures to send for this frame (only frames with a detection), cut from the
+        full-resolution photo (decoded now: most frames have no detection and never need it)."""
         mode = self.config.upload.mode
         if mode == "none" or not detections:
             return []
+        data, image = decoded.data, decoded.full_image()
         blobs: list[tuple[str, bytes]] = [
             ("crop", c) for c in crops(image, detections, self.config.upload.crop_margin)
         ]
@@ -270,9 +274,10 @@ class Agent:
         next_heartbeat = next_watchdog = 0.0
         exhausted = False
         try:
-            for frame in self.source.frames(self.stop_event, self.spool.is_processed):
-                if frame is not None:
-                    self.process(frame)
+            frames = self.source.frames(self.stop_event, self.spool.is_processed)
+            for decoded in prefetched(frames, self.decoder, self.config.pipeline.prefetch):
+                if decoded is not None:
+                    self.process_decoded(decoded)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
                 now = time.monotonic()
                 if now >= next_heartbeat:

@@ -82,6 +82,42 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return image
 
 
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def reduction_for(width: int, height: int, input_width: int, input_height: int) -> int:
+    """The largest JPEG scale-down (1, 2, 4 or 8) that leaves at least the pixels the letterbox
+    keeps: the photo is shrunk to fit the model input anyway, so decoding at 1/2, 1/4 or 1/8 in
+    libjpeg's DCT domain (2-3x faster than a full decode) loses nothing the model would see."""
+    shrink = max(width / input_width, height / input_height)  # 1 / the letterbox's gain
+    for factor in (8, 4, 2):
+        if shrink >= factor:
+            return factor
+    return 1
+
+
+def decode_image_reduced(
+    data: bytes, max_pixels: int, input_width: int, input_height: int
+) -> tuple[np.ndarray, int, int, int]:
+    """Pixels for a model of the given input size: (image, reduction, full width, full height).
+
+    The same checks as `decode_image`; only JPEGs at least twice the input are decoded at reduced
+    scale (a PNG has no scaled decode)."""
+    if not data:
+        raise BadImageError("empty file")
+    kind, width, height = image_format_and_size(data)
+    if width == 0 or height == 0:
+        raise BadImageError("image has zero width or height")
+    if width * height > max_pixels:
+        raise BadImageError(f"image too large ({width}x{height} > {max_pixels} pixels)")
+    factor = reduction_for(width, height, input_width, input_height) if kind == "jpeg" else 1
+    flag = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if image is None:
+        raise BadImageError("image data could not be decoded")
+    return image, factor, width, height
+
+
 def is_night(image_bgr: np.ndarray) -> bool:
     """True for infrared/greyscale frames (all three channels nearly equal).
 
