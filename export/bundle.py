@@ -29,25 +29,54 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-_REPORTED = ("images", "precision", "recall", "f1", "mean_iou", "map50", "map50_95", "image_accuracy",
-             "per_class", "threshold_for_precision")  # fmt: skip
+_REPORTED = ("model", "role", "split", "thresholds", "thresholds_how", "image", "boxes", "boxes_independent",
+             "per_site")  # fmt: skip
 _TRAINING_ARGS = ("model", "epochs", "imgsz", "batch", "seed", "freeze", "optimizer", "patience", "device")
 
 
-def bundle_metrics(evaluation: Path | None, export_report: Path | None) -> dict[str, Any]:
-    """What a bundle says about its quality: `train evaluate`'s report.json (model and baseline on
-    the test split) and `trapline export`'s checks on the val split."""
+def bundle_metrics(
+    evaluation: Path | None, export_report: Path | None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a bundle says about its quality: `train evaluate`'s report.json (the shipped model first,
+    then the models it is compared with, e.g. teacher and base, on the test split), `trapline
+    export`'s checks, and anything else measured (quantization, bursts, latency)."""
     metrics: dict[str, Any] = {}
     if evaluation is not None:
-        report = json.loads(evaluation.read_text())
-        metrics["test_split"] = {k: report["model"][k] for k in _REPORTED if k in report["model"]}
-        if report.get("baseline"):
-            metrics["test_split_baseline"] = {
-                k: report["baseline"][k] for k in _REPORTED if k in report["baseline"]
-            }
+        reports = json.loads(evaluation.read_text())
+        metrics["evaluation"] = [{k: r[k] for k in _REPORTED if k in r} for r in reports]
+        metrics["test_split"] = headline(reports[0])
     if export_report is not None:
-        metrics["export_checks_val_split"] = json.loads(export_report.read_text())
+        metrics["export_checks"] = json.loads(export_report.read_text())
+    metrics.update(extra or {})
     return metrics
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The shipped model's few numbers that lists show (the server's models page reads these)."""
+    image, boxes = report["image"], report["boxes"]
+    animal = boxes["per_class"].get("animal", {})
+    return {
+        "split": report["split"],
+        "images": image.get("images"),
+        "map50": boxes["map50"],
+        "map50_95": boxes["map50_95"],
+        "classes_present": boxes["classes_present"],
+        "precision": animal.get("precision50"),
+        "recall": boxes["box_recall50"],
+        "image_accuracy": image.get("accuracy"),
+        "empty_fp_rate": image.get("empty_fp_rate"),
+        "animal_recall": image.get("animal_recall"),
+    }
+
+
+def thresholds_from(evaluation: Path, default: float = 0.25) -> Thresholds:
+    """The shipped model's per-class thresholds as `train evaluate` chose them (on val)."""
+    shipped = json.loads(evaluation.read_text())[0]
+    how = " ".join(shipped.get("thresholds_how", {}).values())
+    target = None
+    if "precision >=" in how:
+        target = float(how.split("precision >=")[1].split()[0])
+    return Thresholds(conf=default, per_class=shipped["thresholds"], target_precision=target)
 
 
 def training_provenance(run: Path) -> dict[str, Any]:
