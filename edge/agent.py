@@ -30,7 +30,6 @@ from trapline.edge.bursts import BurstGrouper, BurstState
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
 from trapline.edge.detector import Detector
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
-from trapline.edge.imaging import is_night
 from trapline.edge.pictures import crops, thumbnail
 from trapline.edge.prefetch import DecodedFrame, FrameDecoder, prefetched
 from trapline.edge.publisher import MqttPublisher
@@ -95,7 +94,11 @@ class Agent:
         self.quarantine = Quarantine(config.quarantine_dir)
         info = self.detector.info
         self.decoder = FrameDecoder(
-            info.input_width, info.input_height, config.max_image_pixels, config.pipeline.reduced_decode
+            info.input_width,
+            info.input_height,
+            config.max_image_pixels,
+            config.pipeline.reduced_decode,
+            self.detector.prepare if config.pipeline.prefetch else None,
         )
         self.source = source or make_source(config.source)
         self._frame_counter = int(self.spool.get_state(_FRAME_COUNTER) or 0)
@@ -137,7 +140,10 @@ class Agent:
         if image is None:
             self._quarantine(frame, decoded.error or "not decoded")
             return
-        result = self.detector.detect(image)
+        if decoded.tensor is not None and decoded.letterbox is not None:
+            result = self.detector.detect_prepared(decoded.tensor, decoded.letterbox)
+        else:
+            result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
         saved_bursts = copy.deepcopy(self.bursts.state)
         sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
@@ -154,7 +160,7 @@ class Agent:
                 sha256=decoded.sha256,
                 width=decoded.width,
                 height=decoded.height,
-                night=is_night(image),
+                night=decoded.night,
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),

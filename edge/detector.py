@@ -12,7 +12,7 @@ import numpy as np
 from trapline.contracts import Detection
 from trapline.edge.backends import InferenceBackend, ModelLoadError, load_backend
 from trapline.edge.model_info import ModelInfo
-from trapline.edge.yolo import RawDetections, decode, letterbox, to_input_tensor
+from trapline.edge.yolo import Letterbox, RawDetections, decode, letterbox, to_input_tensor
 from trapline.formats import format_for_path
 from trapline.manifest import Thresholds
 
@@ -90,9 +90,16 @@ class Detector:
         grey = np.full((self.info.input_height, self.info.input_width, 3), 114, np.uint8)
         self.detect(grey)
 
-    def detect(self, image_bgr: np.ndarray) -> FrameResult:
+    def prepare(self, image_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The model's input tensor for a photo, and how to map boxes back onto it. Pure OpenCV and
+        numpy, so the agent runs it for the next frame while this one is in inference."""
         canvas, box = letterbox(image_bgr, self.info.input_height, self.info.input_width)
-        tensor = to_input_tensor(canvas, self.backend.info.input)
+        return to_input_tensor(canvas, self.backend.info.input), box
+
+    def detect(self, image_bgr: np.ndarray) -> FrameResult:
+        return self.detect_prepared(*self.prepare(image_bgr))
+
+    def detect_prepared(self, tensor: np.ndarray, box: Letterbox) -> FrameResult:
         started = time.perf_counter()
         output = self.backend.run(tensor)
         inference_ms = (time.perf_counter() - started) * 1000.0

@@ -1,8 +1,9 @@
 """Frames ready for the model: decoded at reduced scale, one frame ahead of inference.
 
-`FrameDecoder` turns a `Frame` into a `DecodedFrame`: header checks, sha256 and the pixels the model
+`FrameDecoder` turns a `Frame` into a `DecodedFrame`: header checks, sha256, the pixels the model
 needs, decoded at 1/2, 1/4 or 1/8 scale when the photo is at least that many times the model input
-(edge.imaging.reduction_for). The full-resolution picture is needed only for crops and thumbnails of
+(edge.imaging.reduction_for), the night flag, and - given the detector's `prepare` - the letterboxed
+input tensor itself. The full-resolution picture is needed only for crops and thumbnails of
 frames with detections; it is decoded on first use, from the original bytes, which are what is
 hashed and uploaded.
 
@@ -16,14 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from trapline.edge.imaging import BadImageError, decode_image, decode_image_reduced
+from trapline.edge.imaging import BadImageError, decode_image, decode_image_reduced, is_night
 from trapline.edge.sources import Frame
+from trapline.edge.yolo import Letterbox
+
+Prepare = Callable[[np.ndarray], tuple[np.ndarray, Letterbox]]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,9 @@ class DecodedFrame:
     height: int = 0
     error: str | None = None
     max_pixels: int = 0
+    night: bool = False
+    tensor: np.ndarray | None = None  # the model's input, when the decoder was given `prepare`
+    letterbox: Letterbox | None = None
     _full: np.ndarray | None = field(default=None, repr=False)
 
     def full_image(self) -> np.ndarray:
@@ -58,11 +65,19 @@ class DecodedFrame:
 
 
 class FrameDecoder:
-    def __init__(self, input_width: int, input_height: int, max_pixels: int, reduced: bool = True) -> None:
+    def __init__(
+        self,
+        input_width: int,
+        input_height: int,
+        max_pixels: int,
+        reduced: bool = True,
+        prepare: Prepare | None = None,
+    ) -> None:
         self.input_width = input_width
         self.input_height = input_height
         self.max_pixels = max_pixels
         self.reduced = reduced
+        self.prepare = prepare
 
     def decode(self, frame: Frame) -> DecodedFrame:
         data = frame.data or b""
@@ -82,6 +97,9 @@ class FrameDecoder:
             return decoded
         if not decoded.width:
             decoded.height, decoded.width = decoded.image.shape[:2]
+        decoded.night = is_night(decoded.image)
+        if self.prepare is not None:
+            decoded.tensor, decoded.letterbox = self.prepare(decoded.image)
         return decoded
 
 

@@ -152,3 +152,16 @@ def test_detections_from_reduced_decode_match_full_decode(tmp_path: Path) -> Non
     assert reduced >= 90  # most shared photos are at least twice the input
     assert len(ious) >= 30
     assert float(np.mean(ious)) >= 0.99
+
+
+def test_decoder_prepares_the_model_input_off_the_inference_thread() -> None:
+    from trapline.edge.yolo import letterbox
+
+    def prepare(image: np.ndarray) -> tuple[np.ndarray, object]:
+        canvas, box = letterbox(image, 416, 416)
+        return canvas[None], box
+
+    decoded = FrameDecoder(416, 416, MAX, prepare=prepare).decode(_frame(_jpeg(2048, 1536)))  # type: ignore[arg-type]
+    assert decoded.tensor is not None and decoded.tensor.shape == (1, 416, 416, 3)
+    assert decoded.letterbox is not None and decoded.letterbox.source_width == 512  # the reduced image
+    assert decoded.night  # a grey gradient has no colour
