@@ -79,6 +79,8 @@ def coco_matches(results: list[ImageResult], classes: list[str]) -> Matches:
         images.append({"id": image_id, "width": result.width, "height": result.height})
         scale = np.asarray([result.width, result.height] * 2)
         for box in result.truth or []:
+            if box.category not in ids:
+                continue  # a class this model does not have (MegadetectorLite: animals only)
             x1, y1, x2, y2 = np.asarray(box.xyxy) * scale
             annotations.append(
                 {"id": len(annotations) + 1, "image_id": image_id, "category_id": ids[box.category],

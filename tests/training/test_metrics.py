@@ -99,3 +99,9 @@ def test_thresholds_are_the_lowest_that_keep_the_target_precision() -> None:
     chosen, how = choose_thresholds(matches, CLASSES, target_precision=0.9, default=0.25)
     assert chosen["animal"] == pytest.approx(0.51)  # above the 0.5 false box, all 8 true ones kept
     assert chosen["person"] == 0.25 and "default" in how["person"]
+
+
+def test_truth_of_classes_the_model_lacks_is_not_scored() -> None:
+    results = [_image("a", [_box("animal", 0.1), _box("vehicle", 0.5)], [_box("animal", 0.1, 0.9)])]
+    summary = box_summary(coco_matches(results, ["animal"]), {"animal": 0.25})
+    assert summary["classes_present"] == ["animal"] and summary["box_recall50"] == 1.0
