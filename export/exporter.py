@@ -123,6 +123,32 @@ def agreement(model: Path, reference: Path, dataset: Path, split: str) -> float:
     return float(sum(matches.ap50.values()) / len(matches.ap50)) if matches.ap50 else float("nan")
 
 
+def export_markdown(results: list[ExportResult], max_map50_drop: float) -> str:
+    """The export checks as a Markdown section (the bundle's report carries it)."""
+    split = results[0].split if results else "?"
+    lines = [
+        f"## Export checks ({split} split, one evaluator for every format)",
+        "",
+        "| export | MB | mAP50 | FP32 of its format | points lost | agreement with FP32 | check |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        agree = f"{r.agreement_with_fp32:.3f}" if r.agreement_with_fp32 is not None else ""
+        name = f"{r.target} ({r.recipe})" if r.recipe else r.target
+        check = ("pass" if r.passed else "FAIL") if r.agreement_with_fp32 is not None else ""
+        cells = [name, f"{r.size_bytes / 1e6:.1f}", f"{r.map50:.3f}", f"{r.fp32_map50:.3f}"]
+        cells += [f"{r.map50_drop_points:+.1f}", agree, check]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"PyTorch checkpoint on the same split: mAP50 {results[0].pytorch_map50:.3f}." if results else "",
+        f"An INT8 export passes within {max_map50_drop} mAP50 points of its FP32 model; agreement is the INT8"
+        " model's mAP50 with the FP32 model's own boxes (conf >= 0.25) as truth.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def export_all(
     weights: Path,
     dataset: Path,
@@ -178,6 +204,7 @@ def export_all(
             "%s: %s mAP50 %.3f (FP32 %.3f, drop %.1f points)", key, split, map50(path), map50(fp32), drop
         )
     (out / "export_report.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    (out / "export_report.md").write_text(export_markdown(results, max_map50_drop))
     failed = [r for r in results if not r.passed]
     if failed:
         raise ExportCheckError(

@@ -108,3 +108,24 @@ def summarise(bursts: list[Burst], lone_min_conf: float) -> dict[str, Any]:
         "missed": sum(not c for c in animal),
         "demoted": demoted,
     }
+
+
+def bursts_markdown(rows: list[dict[str, Any]], thresholds: dict[str, float]) -> str:
+    """The smoothing table as a Markdown section."""
+    levels = ", ".join(f"{c} {v:.2f}" for c, v in thresholds.items())
+    lines = [
+        "## Sequence smoothing on real bursts",
+        "",
+        f"Each multi-frame sequence replayed through the trap's BurstGrouper (detections at {levels});"
+        " lone_min_conf 0 is smoothing off.",
+        "",
+        "| split | lone_min_conf | sequences (empty / animal) | accuracy | false alarms | missed | demoted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        accuracy = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        counts = f"{row['sequences']} ({row['empty_sequences']} / {row['animal_sequences']})"
+        cells = [row["split"], f"{row['lone_min_conf']:.2f}", counts, accuracy]
+        cells += [str(row["false_alarms"]), str(row["missed"]), str(row["demoted"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

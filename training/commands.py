@@ -119,7 +119,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                 role=roles[i] if i < len(roles) else f"model {i + 1}",
             )  # fmt: skip
         )
-    markdown = write_report(reports, args.out, f"Evaluation on the {args.split} split")
+    sections = [path.read_text() for path in args.append or []]
+    markdown = write_report(reports, args.out, f"Evaluation on the {args.split} split", appendix=sections)
     print(markdown.read_text())
     return 0
 
@@ -144,7 +145,7 @@ def _bursts(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from trapline.training.bursts_eval import real_bursts, summarise
+    from trapline.training.bursts_eval import bursts_markdown, real_bursts, summarise
     from trapline.training.evaluate import Dataset, choose_model_thresholds, load_model
 
     dataset = Dataset.load(args.dataset)
@@ -165,6 +166,8 @@ def _bursts(args: argparse.Namespace) -> int:
     Console(width=200).print(table)
     if args.out:
         args.out.write_text(json.dumps({"thresholds": thresholds, "rows": rows}, indent=1))
+    if args.markdown:
+        args.markdown.write_text(bursts_markdown(rows, thresholds))
     return 0
 
 
@@ -229,6 +232,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         " threshold prepare chose for it as a teacher), or a number",
     )
     ev.add_argument("--target-precision", type=float, default=0.9, help="box precision thresholds aim at")
+    ev.add_argument("--append", type=Path, nargs="*", help="Markdown sections to add (export checks, bursts)")
     ev.add_argument("--out", type=Path, required=True)
     ev.set_defaults(handler=_evaluate)
 
@@ -242,4 +246,5 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--lone-min-conf", type=float, nargs="+", default=[0.0, 0.4, 0.5, 0.6, 0.7], help="levels to compare"
     )
     bursts.add_argument("--out", type=Path, help="JSON with the table")
+    bursts.add_argument("--markdown", type=Path, help="the table as a Markdown section")
     bursts.set_defaults(handler=_bursts)

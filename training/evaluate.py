@@ -363,11 +363,17 @@ def plot_coverage(reports: list[ModelReport], path: Path) -> Path:
     return path
 
 
-def write_report(reports: list[ModelReport], out: Path, title: str, notes: list[str] | None = None) -> Path:
+def write_report(
+    reports: list[ModelReport],
+    out: Path,
+    title: str,
+    notes: list[str] | None = None,
+    appendix: list[str] | None = None,
+) -> Path:
     """report.json, report.md and coverage.png in `out`; returns the Markdown file."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps([asdict(r) for r in reports], indent=1, default=float))
     plot_coverage(reports, out / "coverage.png")
     path = out / "report.md"
-    path.write_text(markdown(reports, title, notes))
+    path.write_text("\n".join([markdown(reports, title, notes), *(appendix or [])]))
     return path

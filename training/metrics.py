@@ -219,11 +219,17 @@ def coverage_curve(results: Iterable[ImageResult]) -> list[dict[str, float]]:
 
 
 def choose_thresholds(
-    matches: Matches, classes: list[str], target_precision: float, default: float, min_instances: int = 5
+    matches: Matches,
+    classes: list[str],
+    target_precision: float,
+    default: float,
+    min_instances: int = 10,
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Per class: the lowest threshold whose box precision (IoU 0.5) on this data reaches the target
-    at that threshold and every higher one; `default` for classes with too few instances or no
-    threshold reaching it. Returns the thresholds and, per class, how each was chosen."""
+    """Per class: the lowest threshold, not below `default`, whose box precision (IoU 0.5) on this
+    data reaches the target at that threshold and every higher one; `default` for classes with
+    fewer than `min_instances` boxes or no threshold reaching it. Thresholds never go below the
+    default: a small validation split holds too few empty photos to show the false boxes a lower
+    one lets through. Returns the thresholds and, per class, how each was chosen."""
     chosen, how = {}, {}
     for name in classes:
         instances = matches.instances.get(name, 0)
@@ -232,7 +238,8 @@ def choose_thresholds(
             chosen[name], how[name] = default, f"default ({instances} validation instances < {min_instances})"
             continue
         ok = []
-        for threshold in THRESHOLD_GRID:
+        grid = THRESHOLD_GRID[default <= THRESHOLD_GRID]
+        for threshold in grid:
             called = scores >= threshold
             precision = float(matched[called].mean()) if called.any() else 1.0
             ok.append(precision >= target_precision)
@@ -241,7 +248,7 @@ def choose_thresholds(
         if start is None:
             chosen[name], how[name] = default, f"default (precision {target_precision} not reached)"
         else:
-            chosen[name] = float(THRESHOLD_GRID[start])
+            chosen[name] = float(grid[start])
             recall = float(matched[scores >= chosen[name]].sum()) / instances
             how[name] = (
                 f"precision >= {target_precision} on {instances} validation boxes (recall {recall:.2f})"

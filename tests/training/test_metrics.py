@@ -89,16 +89,21 @@ def test_coverage_curve_trades_share_decided_for_accuracy() -> None:
     assert curve[0.7]["coverage"] == pytest.approx(2 / 3) and curve[0.7]["accuracy"] == 1.0
 
 
-def test_thresholds_are_the_lowest_that_keep_the_target_precision() -> None:
-    truths = [_box("animal", 0.1 * i, size=0.05) for i in range(8)]
+def test_thresholds_are_the_lowest_that_keep_the_target_precision_never_below_the_default() -> None:
+    truths = [_box("animal", 0.08 * i, size=0.04) for i in range(12)]
     predicted = [
-        Box("animal", t.xyxy, conf) for t, conf in zip(truths, np.linspace(0.9, 0.55, 8), strict=True)
+        Box("animal", t.xyxy, conf) for t, conf in zip(truths, np.linspace(0.9, 0.55, 12), strict=True)
     ]
-    predicted += [_box("animal", 0.85, 0.5, 0.05), _box("animal", 0.85, 0.3, 0.1)]  # two false boxes
-    matches = coco_matches([_image("a", truths, predicted)], CLASSES)
+    predicted += [_box("animal", 0.96, 0.5, 0.03), _box("animal", 0.96, 0.3, 0.04)]  # two false boxes
+    people = [_box("person", 0.08 * i, size=0.04) for i in range(12)]
+    predicted += [Box("person", t.xyxy, 0.1) for t in people]  # right, but only at 0.1
+    matches = coco_matches([_image("a", truths + people, predicted)], CLASSES)
     chosen, how = choose_thresholds(matches, CLASSES, target_precision=0.9, default=0.25)
-    assert chosen["animal"] == pytest.approx(0.51)  # above the 0.5 false box, all 8 true ones kept
-    assert chosen["person"] == 0.25 and "default" in how["person"]
+    assert chosen["animal"] == pytest.approx(0.31)  # 12 of 13 boxes right above the 0.3 false one
+    assert chosen["person"] == 0.25  # precise from 0.05 up here, but never below the default
+    assert chosen["vehicle"] == 0.25 and "default" in how["vehicle"]
+    few, how_few = choose_thresholds(matches, CLASSES, 0.9, 0.25, min_instances=20)
+    assert few["animal"] == 0.25 and "12 validation instances" in how_few["animal"]
 
 
 def test_truth_of_classes_the_model_lacks_is_not_scored() -> None:
