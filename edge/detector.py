@@ -57,7 +57,11 @@ class Detector:
         )
         # per class index: the manifest's per-class threshold, else the default one
         self.class_thresholds = np.asarray(
-            [self.thresholds.for_class(name) for name in self.info.class_names], np.float32
+            [
+                self.thresholds.for_class(name, category)
+                for name, category in zip(self.info.class_names, self.info.categories, strict=True)
+            ],
+            np.float32,
         )
         try:
             self._normalized_boxes = format_for_path(model_path).normalized_boxes

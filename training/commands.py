@@ -21,7 +21,10 @@ def _prepare(args: argparse.Namespace) -> int:
         print("trapline train prepare: give --spec, or --images with label files")
         return 2
     if args.spec is not None:
-        prepared = prepare_spec(DatasetSpec.read(args.spec).resolved(args.data_root), args.out)
+        spec = DatasetSpec.read(args.spec).resolved(args.data_root)
+        if args.label_space:
+            spec = spec.model_copy(update={"label_space": args.label_space})
+        prepared = prepare_spec(spec, args.out)
     else:
         prepared = prepare(
             args.images,
@@ -179,6 +182,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     prep.add_argument(
         "--data-root", type=Path, default=Path("../shared/data"), help="what the spec's paths are relative to"
     )
+    prep.add_argument("--label-space", choices=["classes", "coco"], help="override the spec's label_space")
     prep.add_argument("--images", type=Path, help="folder of camera-trap images (without --spec)")
     prep.add_argument("--out", type=Path, required=True, help="output folder")
     prep.add_argument("--megadetector", type=Path, help="MegaDetector batch output JSON")

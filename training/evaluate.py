@@ -87,7 +87,7 @@ def load_model(
     own_by_category: dict[str, float] = {}
     for name, category in zip(detector.info.class_names, detector.info.categories, strict=True):
         if category is not None:
-            own_by_category[category] = min(own_by_category.get(category, 1.0), own.for_class(name))
+            own_by_category[category] = min(own_by_category.get(category, 1.0), own.for_class(name, category))
 
     def predict(image: np.ndarray) -> list[Box]:
         return [Box(d.category, _xyxy(d.bbox), d.conf) for d in detector.detect(image).detections]

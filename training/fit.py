@@ -36,15 +36,27 @@ def _label_classes(label_file: Path) -> list[int]:
     return [int(line.split()[0]) for line in label_file.read_text().splitlines() if line.strip()]
 
 
+def _groups(names: dict[int, str] | list[str]) -> dict[int, str]:
+    """Class index -> what rarity is counted by: the published category for a COCO label space (a
+    deer named "cow" or "bear" is not rare), else the class itself."""
+    from trapline.edge.model_info import COCO_CATEGORIES
+
+    named = dict(enumerate(names)) if isinstance(names, list) else {int(k): str(v) for k, v in names.items()}
+    coco = len(named) == 80 and named.get(0) == "person"
+    return {i: (COCO_CATEGORIES.get(n) or n) if coco else n for i, n in named.items()}
+
+
 def oversampled_data_yaml(data_yaml: Path) -> Path:
     """A copy of data.yaml whose train entry is a list file repeating images of rare classes."""
     data = yaml.safe_load(data_yaml.read_text())
     root = Path(data["path"])
     images = sorted((root / data["train"]).iterdir())
+    group = _groups(data["names"])
     per_image = {
-        img: _label_classes(root / "labels" / "train" / img.with_suffix(".txt").name) for img in images
+        img: [group[c] for c in _label_classes(root / "labels" / "train" / img.with_suffix(".txt").name)]
+        for img in images
     }
-    counts: Counter[int] = Counter(c for classes in per_image.values() for c in set(classes))
+    counts: Counter[str] = Counter(c for classes in per_image.values() for c in set(classes))
     most = max(counts.values(), default=1)
     lines = []
     for img, classes in per_image.items():

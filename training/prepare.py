@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,11 +17,19 @@ from trapline.training.clean import CleanReport, clean, drop_duplicates, thin_bu
 from trapline.training.contact_sheets import sample_for_review, write_sheets
 from trapline.training.derive import Teacher, ThresholdChoice, choose_threshold, derive
 from trapline.training.ingest import ingest
-from trapline.training.records import DEFAULT_CLASSES, ImageRecord, record_key, write_jsonl, write_parquet
+from trapline.training.label_space import FALLBACK, assign_coco_classes
+from trapline.training.records import (
+    DEFAULT_CLASSES,
+    ImageRecord,
+    LabelBox,
+    record_key,
+    write_jsonl,
+    write_parquet,
+)
 from trapline.training.spec import DatasetSpec
 from trapline.training.split import DEFAULT_FRACTIONS, assign_sequences, split, split_by_site
 from trapline.training.summary import plot, split_markdown, split_table, tallies
-from trapline.training.teachers import read_teacher, run_teacher
+from trapline.training.teachers import read_teacher, read_teacher_classes, run_teacher
 from trapline.training.writers import write_voc, write_yolo_dataset
 
 log = logging.getLogger(__name__)
@@ -111,6 +120,29 @@ def _teachers(
     return teachers, choices
 
 
+def _coco_label_space(
+    spec: DatasetSpec, records: list[ImageRecord], out: Path
+) -> tuple[list[str], Callable[[LabelBox], str]]:
+    """The COCO teacher's 80 class names, and each box's COCO class (training.label_space)."""
+    from trapline.edge.backends import load_backend
+    from trapline.edge.model_info import COCO_CATEGORIES, _literal
+
+    coco = next((t for t in spec.teachers if t.kind == "yolov8"), None)
+    if coco is None:
+        raise ValueError("label_space coco needs a yolov8 (COCO) teacher in the spec")
+    raw = _literal(load_backend(coco.model).info.metadata.get("names"))
+    if not isinstance(raw, dict) or len(raw) != 80:
+        raise ValueError(f"{coco.model}: not an 80-class COCO model")
+    names = [str(raw[k]) for k in sorted(raw, key=int)]
+    seen: dict[str, list[tuple[tuple[float, float, float, float], str, float]]] = {}
+    for source in spec.sources:
+        result = out / "teachers" / f"{source.name}--{coco.model.stem}.json"
+        seen.update({f"{source.name}/{f}": v for f, v in read_teacher_classes(result).items()})
+    used = assign_coco_classes(records, seen, {n: COCO_CATEGORIES.get(n) for n in names})
+    log.info("COCO label space: %s", ", ".join(f"{n} {c}" for n, c in used.most_common()))
+    return names, lambda box: box.coco_class or FALLBACK[box.category]
+
+
 def prepare_spec(spec: DatasetSpec, out: Path) -> PreparedDataset:
     """Build the dataset a spec describes (paths already resolved, see DatasetSpec.resolved)."""
     roots = {source.name: source.images for source in spec.sources}
@@ -143,6 +175,9 @@ def prepare_spec(spec: DatasetSpec, out: Path) -> PreparedDataset:
     derived = derive(records, teachers)
     for record in records:
         record.boxes = [b for b in record.boxes if b.category in spec.classes]
+    classes, label_of = list(spec.classes), None
+    if spec.label_space == "coco":
+        classes, label_of = _coco_label_space(spec, records, out)
     unlabelled = [r for r in records if not r.labelled]
     records = [r for r in records if r.labelled]
     # bursts are thinned in train only: val and test keep whole sequences (smoothing is measured there)
@@ -151,7 +186,7 @@ def prepare_spec(spec: DatasetSpec, out: Path) -> PreparedDataset:
     thinned = {record_key(r) for r in train} - {record_key(r) for r in kept}
     records = [r for r in records if record_key(r) not in thinned]
     splits = {record_key(r): splits[record_key(r)] for r in records}
-    data_yaml = write_yolo_dataset(records, splits, roots, out, spec.classes)
+    data_yaml = write_yolo_dataset(records, splits, roots, out, classes, label_of)
     write_voc(records, splits, out)
     write_jsonl(records, out / "records.jsonl")
     (out / "sources.json").write_text(json.dumps({k: str(v.resolve()) for k, v in roots.items()}))

@@ -23,6 +23,9 @@ class LabelBox(BaseModel):
     derived: bool = Field(
         False, description="made by this pipeline from a teacher model's output, not by a person"
     )
+    coco_class: str | None = Field(
+        None, description="the COCO class the COCO teacher gives this box (label_space: coco)"
+    )
 
 
 class ImageRecord(BaseModel):

@@ -63,6 +63,12 @@ class SplitSpec(_Strict):
 
 class DatasetSpec(_Strict):
     classes: list[str] = Field(default_factory=lambda: [str(c) for c in DEFAULT_CLASSES])
+    label_space: Literal["classes", "coco"] = Field(
+        "classes",
+        description="classes: train on `classes`; coco: train in the COCO teacher's 80 classes (each box"
+        " takes the COCO class that teacher gives it), so the pretrained head, class branch included,"
+        " is kept and the manifest maps COCO classes onto animal/person/vehicle",
+    )
     sources: list[SourceSpec] = Field(min_length=1)
     site_aliases: dict[str, str] = Field(
         default_factory=dict, description="site -> site it is the same location as"

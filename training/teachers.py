@@ -33,23 +33,61 @@ log = logging.getLogger(__name__)
 TeacherKind = Literal["yolox", "yolov8"]
 MD_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 _MD_IDS = {name: key for key, name in MD_CATEGORIES.items()}
-DetectFn = Callable[[np.ndarray], list[tuple[str, float, tuple[float, float, float, float]]]]
+TeacherDetection = tuple[str, float, tuple[float, float, float, float], str | None]
+DetectFn = Callable[[np.ndarray], list[TeacherDetection]]
 
 
 def teacher_detector(model: Path, kind: TeacherKind, min_conf: float, threads: int = 2) -> DetectFn:
-    """A function image -> [(category, conf, MD bbox)] for the teacher model."""
+    """A function image -> [(category, conf, MD bbox, the model's own class name)] for the teacher."""
     if kind == "yolox":
         from trapline.training.yolox import YoloxDetector
 
         yolox = YoloxDetector(model, threads, min_conf)
-        return lambda image: [(b.category, b.conf, b.bbox) for b in yolox.detect(image)]
+        return lambda image: [(b.category, b.conf, b.bbox, None) for b in yolox.detect(image)]
     from trapline.edge.detector import Detector
 
     detector = Detector(model, threads=threads, conf_threshold=min_conf)
-    return lambda image: [(d.category, d.conf, d.bbox) for d in detector.detect(image).detections]
+    info = detector.info
+
+    def detect(image: np.ndarray) -> list[TeacherDetection]:
+        raw = detector.detect(image).raw
+        height, width = image.shape[:2]
+        out: list[TeacherDetection] = []
+        for (x1, y1, x2, y2), conf, class_id in zip(raw.boxes, raw.confs, raw.class_ids, strict=True):
+            category = info.categories[int(class_id)]
+            if category is not None:
+                bbox = (
+                    float(x1) / width,
+                    float(y1) / height,
+                    float(x2 - x1) / width,
+                    float(y2 - y1) / height,
+                )
+                out.append((category, float(conf), bbox, info.class_names[int(class_id)]))
+        return out
+
+    return detect
+
+
+def _detection(category: str, conf: float, bbox: tuple[float, ...], name: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "category": _MD_IDS[category],
+        "conf": round(conf, 4),
+        "bbox": [round(v, 4) for v in bbox],
+    }
+    if name is not None:  # the teacher's own class (a COCO class), as a MegaDetector classification
+        entry["classifications"] = [[name, round(conf, 4)]]
+    return entry
 
 
 def _checkpoint(out: Path, detector: str, images: dict[str, dict[str, Any]]) -> None:
+    names = sorted(
+        {
+            c[0]
+            for image in images.values()
+            for d in image.get("detections") or []
+            for c in d.get("classifications", [])
+        }
+    )
     body = {
         "info": {
             "format_version": "1.4",
@@ -58,6 +96,7 @@ def _checkpoint(out: Path, detector: str, images: dict[str, dict[str, Any]]) -> 
             "note": "teacher model output, not ground truth",
         },
         "detection_categories": MD_CATEGORIES,
+        **({"classification_categories": {name: name for name in names}} if names else {}),
         "images": [images[k] for k in sorted(images)],
     }
     atomic_write(out, json.dumps(body, indent=1).encode())
@@ -92,12 +131,8 @@ def run_teacher(
             done[file] = {
                 "file": file,
                 "detections": [
-                    {
-                        "category": _MD_IDS[category],
-                        "conf": round(conf, 4),
-                        "bbox": [round(v, 4) for v in bbox],
-                    }
-                    for category, conf, bbox in detect(image)
+                    _detection(category, conf, bbox, name)
+                    for category, conf, bbox, name in detect(image)
                     if category in _MD_IDS
                 ],
             }
@@ -114,6 +149,20 @@ def read_teacher(path: Path) -> dict[str, list[tuple[str, float, tuple[float, fl
     return {
         image["file"]: [
             (names[d["category"]], float(d["conf"]), tuple(d["bbox"])) for d in image.get("detections") or []
+        ]
+        for image in data["images"]
+        if image.get("detections") is not None
+    }
+
+
+def read_teacher_classes(path: Path) -> dict[str, list[tuple[tuple[float, float, float, float], str, float]]]:
+    """file -> [(bbox, the teacher's own class name, conf)] where the teacher recorded its class."""
+    data = json.loads(path.read_text())
+    return {
+        image["file"]: [
+            (tuple(d["bbox"]), str(c[0]), float(c[1]))
+            for d in image.get("detections") or []
+            for c in d.get("classifications", [])[:1]
         ]
         for image in data["images"]
         if image.get("detections") is not None

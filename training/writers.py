@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import yaml
 
 from trapline.training.boxes import md_to_voc, md_to_yolo
-from trapline.training.records import ImageRecord, record_key
+from trapline.training.records import ImageRecord, LabelBox, record_key
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -44,6 +44,7 @@ def write_yolo_dataset(
     image_root: Path | Mapping[str, Path],
     out: Path,
     classes: list[str],
+    label_of: Callable[[LabelBox], str] | None = None,
 ) -> Path:
     """Images (hard links) and YOLO txt labels per split; ambiguous photos (incomplete boxes) are
     left out, since Ultralytics would learn their unboxed animals as background."""
@@ -58,9 +59,10 @@ def write_yolo_dataset(
         _place(image_path(record, image_root), out / "images" / split_name / name)
         lines = []
         for box in record.boxes:
-            if box.category in index:
+            class_name = label_of(box) if label_of else box.category
+            if class_name in index:
                 cx, cy, w, h = md_to_yolo(box.bbox)
-                lines.append(f"{index[box.category]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+                lines.append(f"{index[class_name]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
         label = out / "labels" / split_name / Path(name).with_suffix(".txt")
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + ("\n" if lines else ""))

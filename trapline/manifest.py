@@ -35,8 +35,8 @@ class Thresholds(BaseModel):
     max_det: int = Field(300, gt=0, description="most detections kept per frame")
     per_class: dict[str, float] = Field(
         default_factory=dict,
-        description="class name -> confidence threshold chosen on validation data; classes not"
-        " named use `conf`",
+        description="class name, or published category (animal/person/vehicle), -> confidence"
+        " threshold chosen on validation data; a class uses its own, else its category's, else `conf`",
     )
     target_precision: float | None = Field(
         None, ge=0.0, le=1.0, description="the validation precision the per-class thresholds were chosen for"
@@ -50,8 +50,10 @@ class Thresholds(BaseModel):
             raise ValueError(f"per-class thresholds must lie in [0, 1]: {bad}")
         return value
 
-    def for_class(self, name: str) -> float:
-        return self.per_class.get(name, self.conf)
+    def for_class(self, name: str, category: str | None = None) -> float:
+        if name in self.per_class:
+            return self.per_class[name]
+        return self.per_class.get(category or name, self.conf)
 
 
 class ModelManifest(BaseModel):
@@ -80,7 +82,8 @@ class ModelManifest(BaseModel):
             raise ValueError(
                 f"categories has {len(self.categories)} entries for {len(self.class_names)} classes"
             )
-        unknown = set(self.thresholds.per_class) - set(self.class_names)
+        known = set(self.class_names) | {c for c in self.published_categories() if c is not None}
+        unknown = set(self.thresholds.per_class) - known
         if unknown:
             raise ValueError(f"per-class thresholds for classes the model does not have: {sorted(unknown)}")
         return self

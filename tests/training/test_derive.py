@@ -109,3 +109,29 @@ def test_no_threshold_without_both_kinds_of_photos() -> None:
     teacher = Teacher("mdlite", ("animal",), {}, 0.0, 0.1)
     with pytest.raises(ValueError, match="cannot choose"):
         choose_threshold(teacher, [_record("a.jpg", ["animal"])], {})
+
+
+def test_coco_label_space_names_each_box_by_the_coco_teachers_class() -> None:
+    from trapline.training.label_space import assign_coco_classes
+
+    deer = _record(
+        "deer.jpg",
+        ["animal"],
+        boxes=[LabelBox(category="animal", bbox=BOX, source="teacher:t", derived=True)],
+    )
+    fox = _record(
+        "fox.jpg", ["animal"], boxes=[LabelBox(category="animal", bbox=ELSEWHERE, source="teacher:t")]
+    )
+    truck = _record(
+        "truck.jpg", ["vehicle"], boxes=[LabelBox(category="vehicle", bbox=BOX, source="teacher:c")]
+    )
+    seen = {
+        "deer.jpg": [(BOX, "person", 0.9), (BOX, "cow", 0.6), ((0.12, 0.1, 0.3, 0.3), "horse", 0.8)],
+        "fox.jpg": [(BOX, "dog", 0.9)],  # elsewhere: no match
+    }
+    categories = {"cow": "animal", "horse": "animal", "dog": "animal", "person": "person", "truck": "vehicle"}
+    used = assign_coco_classes([deer, fox, truck], seen, categories)  # type: ignore[arg-type]
+    assert deer.boxes[0].coco_class == "cow"  # the best-overlapping animal class, not the person
+    assert fox.boxes[0].coco_class == "cow"  # unseen: the most frequent animal class so far
+    assert truck.boxes[0].coco_class == "car"  # no vehicle class seen at all: the fallback
+    assert used == {"cow": 2, "car": 1}

@@ -16,9 +16,9 @@ from trapline.training.teachers import read_teacher, run_teacher
 
 
 def _fake_detector(calls: list[int]) -> teachers.DetectFn:
-    def detect(image: np.ndarray) -> list[tuple[str, float, tuple[float, float, float, float]]]:
+    def detect(image: np.ndarray) -> list[teachers.TeacherDetection]:
         calls.append(image.shape[0])
-        return [("animal", 0.8, (0.1, 0.2, 0.3, 0.4)), ("dog", 0.9, (0.0, 0.0, 0.1, 0.1))]
+        return [("animal", 0.8, (0.1, 0.2, 0.3, 0.4), None), ("dog", 0.9, (0.0, 0.0, 0.1, 0.1), None)]
 
     return detect
 
