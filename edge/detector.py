@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -37,9 +38,12 @@ class Detector:
         conf_threshold: float | None = None,
         iou_threshold: float | None = None,
         loaded: InferenceBackend | None = None,
+        nms_by: Literal["category", "class"] = "category",
     ) -> None:
         """`conf_threshold` (a trap's override) replaces the model's thresholds for every class;
-        `loaded`: an already loaded backend (evaluation runs PyTorch checkpoints this way)."""
+        `loaded`: an already loaded backend (evaluation runs PyTorch checkpoints this way);
+        `nms_by`: suppress overlapping boxes within a published category (default) or within a
+        class, as Ultralytics does."""
         self.backend: InferenceBackend = loaded or load_backend(model_path, backend, threads)
         try:
             self.info = ModelInfo.gather(
@@ -63,6 +67,13 @@ class Detector:
             ],
             np.float32,
         )
+        self._nms_groups: np.ndarray | None = None
+        if nms_by == "category":
+            first: dict[str | None, int] = {}
+            self._nms_groups = np.asarray(
+                [first.setdefault(c, i) if c is not None else i for i, c in enumerate(self.info.categories)],
+                np.int64,
+            )
         try:
             self._normalized_boxes = format_for_path(model_path).normalized_boxes
         except ValueError:
@@ -118,6 +129,7 @@ class Detector:
             self.thresholds.iou,
             self.thresholds.max_det,
             box,
+            self._nms_groups,
         )
         return FrameResult(raw, self._to_contract(raw, box.source_width, box.source_height), inference_ms)
 

@@ -109,10 +109,14 @@ def decode(
     iou_threshold: float,
     max_det: int,
     box: Letterbox,
+    nms_groups: np.ndarray | None = None,
 ) -> RawDetections:
     """Turn the raw (1, 4 + classes, anchors) head output into boxes on the source image.
 
     `conf_threshold`: one threshold, or one per class (a box's class is its best-scoring one).
+    `nms_groups`: per class, the group NMS runs within (default: each class its own, as
+    Ultralytics does); classes published as one category share a group, so a deer scored both
+    "cow" and "horse" by a COCO-class model gives one animal box, not two.
     """
     pred = output[0]
     if spec.quantized:
@@ -136,7 +140,8 @@ def decode(
     xyxy[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
     class_ids = scores[:, candidates].argmax(axis=0)
     confs = confs[candidates].astype(np.float32)
-    keep = nms(xyxy + class_ids[:, None] * _CLASS_OFFSET, confs, iou_threshold)[:max_det]
+    groups = class_ids if nms_groups is None else nms_groups[class_ids]
+    keep = nms(xyxy + groups[:, None] * _CLASS_OFFSET, confs, iou_threshold)[:max_det]
     xyxy, confs, class_ids = xyxy[keep], confs[keep], class_ids[keep]
     # undo the letterbox, then clip to the source image
     xyxy -= np.asarray([box.pad_left, box.pad_top, box.pad_left, box.pad_top], np.float32)

@@ -79,7 +79,7 @@ def test_detections_match_ultralytics(
             return np.ascontiguousarray(q.astype(spec.dtype)[None])
 
         monkeypatch.setattr("trapline.edge.detector.to_input_tensor", truncating)
-    ours = Detector(model_path, conf_threshold=CONF, iou_threshold=IOU)
+    ours = Detector(model_path, conf_threshold=CONF, iou_threshold=IOU, nms_by="class")
     theirs = YOLO(str(model_path), task="detect")
     ious: list[float] = []
     total = 0

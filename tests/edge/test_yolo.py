@@ -95,3 +95,10 @@ def test_per_class_thresholds_apply_to_each_box_by_its_class() -> None:
     raw = decode(out, FLOAT_NCHW, 3, 64, 64, False, thresholds, 0.5, 300, IDENTITY)
     assert raw.class_ids.tolist() == [0, 1]
     assert raw.confs.tolist() == pytest.approx([0.5, 0.35])
+
+
+def test_nms_groups_suppress_across_classes_of_one_category() -> None:
+    out = _head([(20, 20, 10, 10, 0, 0.9), (21, 20, 10, 10, 1, 0.8), (21, 20, 10, 10, 2, 0.7)])
+    groups = np.asarray([0, 0, 2])  # classes 0 and 1 are one category (say "cow" and "horse": animal)
+    raw = decode(out, FLOAT_NCHW, 3, 64, 64, False, 0.25, 0.5, 300, IDENTITY, groups)
+    assert raw.class_ids.tolist() == [0, 2]
