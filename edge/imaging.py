@@ -85,12 +85,17 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
+# libjpeg can also decode at 1/4 and 1/8, faster still, but its coarser DCT scaling moves boxes
+# (COCO YOLOv8n FP32 on the shared photos: mean IoU with the full decode 0.97 at 1/4, 0.99 at 1/2)
+MAX_FACTORS = (2,)
+
+
 def reduction_for(width: int, height: int, input_width: int, input_height: int) -> int:
-    """The largest JPEG scale-down (1, 2, 4 or 8) that leaves at least the pixels the letterbox
-    keeps: the photo is shrunk to fit the model input anyway, so decoding at 1/2, 1/4 or 1/8 in
-    libjpeg's DCT domain (2-3x faster than a full decode) loses nothing the model would see."""
+    """2 when the photo is at least twice what the letterbox keeps, else 1: the photo is shrunk to
+    fit the model input anyway, so decoding it at half scale in libjpeg's DCT domain (about 2.5x
+    faster than a full decode) loses almost nothing the model sees."""
     shrink = max(width / input_width, height / input_height)  # 1 / the letterbox's gain
-    for factor in (8, 4, 2):
+    for factor in MAX_FACTORS:
         if shrink >= factor:
             return factor
     return 1
@@ -101,7 +106,7 @@ def decode_image_reduced(
 ) -> tuple[np.ndarray, int, int, int]:
     """Pixels for a model of the given input size: (image, reduction, full width, full height).
 
-    The same checks as `decode_image`; only JPEGs at least twice the input are decoded at reduced
+    The same checks as `decode_image`; only JPEGs at least twice the input are decoded at half
     scale (a PNG has no scaled decode)."""
     if not data:
         raise BadImageError("empty file")

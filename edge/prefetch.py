@@ -1,11 +1,10 @@
 """Frames ready for the model: decoded at reduced scale, one frame ahead of inference.
 
 `FrameDecoder` turns a `Frame` into a `DecodedFrame`: header checks, sha256, the pixels the model
-needs, decoded at 1/2, 1/4 or 1/8 scale when the photo is at least that many times the model input
-(edge.imaging.reduction_for), the night flag, and - given the detector's `prepare` - the letterboxed
-input tensor itself. The full-resolution picture is needed only for crops and thumbnails of
-frames with detections; it is decoded on first use, from the original bytes, which are what is
-hashed and uploaded.
+needs (at half scale where the photo is at least twice the model input: edge.imaging), the night
+flag, and - given the detector's `prepare` - the letterboxed input tensor itself. The
+full-resolution picture is needed only for crops and thumbnails of frames with detections; it is
+decoded on first use, from the original bytes, which are what is hashed and uploaded.
 
 `prefetched` decodes the next frame on a worker thread while the current one is in inference:
 OpenCV's JPEG decoder and hashlib release the GIL, so on a Raspberry Pi 4 the decode runs on a core

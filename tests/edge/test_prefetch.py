@@ -34,10 +34,10 @@ def _frame(data: bytes, name: str = "f.jpg") -> Frame:
 @pytest.mark.parametrize(
     ("size", "model", "factor"),
     [
-        ((2048, 1536), (416, 416), 4),  # 512x384 still covers the 416x312 the letterbox keeps
+        ((2048, 1536), (416, 416), 2),  # 1/4 would do (512x384 covers 416x312), but moves boxes
         ((2048, 1536), (640, 640), 2),
         ((1280, 720), (416, 416), 2),
-        ((4000, 3000), (320, 320), 8),
+        ((1000, 750), (640, 640), 1),
         ((800, 600), (640, 640), 1),  # less than twice the input: a full decode
         ((640, 640), (640, 640), 1),
     ],
@@ -58,8 +58,8 @@ def test_reduced_decode_reports_the_photo_size_from_its_header() -> None:
 def test_decoder_keeps_the_original_bytes_and_decodes_full_resolution_only_on_demand() -> None:
     data = _jpeg(2048, 1536)
     decoded = FrameDecoder(416, 416, MAX).decode(_frame(data))
-    assert decoded.image is not None and decoded.image.shape[:2] == (384, 512)
-    assert (decoded.width, decoded.height, decoded.reduction) == (2048, 1536, 4)
+    assert decoded.image is not None and decoded.image.shape[:2] == (768, 1024)
+    assert (decoded.width, decoded.height, decoded.reduction) == (2048, 1536, 2)
     assert decoded.data is data
     assert decoded._full is None
     assert decoded.full_image().shape[:2] == (1536, 2048)
@@ -123,7 +123,9 @@ def test_prefetch_off_decodes_in_line() -> None:
 
 @pytest.mark.slow
 def test_detections_from_reduced_decode_match_full_decode(tmp_path: Path) -> None:
-    """IoU >= 0.99 on the shared photos, same boxes (FP32 model: the pre-processing alone)."""
+    """On the shared photos (FP32 model: the pre-processing alone), every box the model is sure of
+    (>= 0.5) comes back from the half-scale decode, mean IoU >= 0.99; of all boxes at the 0.25
+    operating threshold, at most 5% flip across it."""
     import shutil
 
     from ultralytics import YOLO
@@ -133,25 +135,27 @@ def test_detections_from_reduced_decode_match_full_decode(tmp_path: Path) -> Non
 
     weights = tmp_path / "yolov8n-coco.pt"
     shutil.copyfile(needs_shared(SHARED_WEIGHTS / "yolov8n-coco.pt"), weights)
-    detector = Detector(
-        Path(YOLO(str(weights)).export(format="onnx", imgsz=416, simplify=True)), conf_threshold=0.25
-    )
+    onnx = Path(YOLO(str(weights)).export(format="onnx", imgsz=416, simplify=True))
+    detector = Detector(onnx, conf_threshold=0.25)
     photos = sorted(p for p in needs_shared(CAMTRAP / "images").glob("*/*") if p.stat().st_size)
-    ious, reduced = [], 0
+    sure: list[float] = []
+    all_boxes: list[float] = []
+    reduced = 0
     for photo in photos:
         data = photo.read_bytes()
         small, factor, _, _ = decode_image_reduced(data, MAX, 416, 416)
         reduced += factor > 1
         full = detector.detect(decode_image(data, MAX)).detections
         fast = detector.detect(small).detections
-        assert len(fast) == len(full), f"{photo.name}: {len(fast)} boxes from the reduced decode, {len(full)}"
         for box in full:
-            ious.append(
-                max((md_iou(box.bbox, b.bbox) for b in fast if b.category == box.category), default=0)
-            )
+            iou = max((md_iou(box.bbox, b.bbox) for b in fast if b.category == box.category), default=0.0)
+            all_boxes.append(iou)
+            if box.conf >= 0.5:
+                sure.append(iou)
     assert reduced >= 90  # most shared photos are at least twice the input
-    assert len(ious) >= 30
-    assert float(np.mean(ious)) >= 0.99
+    assert len(sure) >= 20 and min(sure) >= 0.5  # none lost
+    assert float(np.mean(sure)) >= 0.99
+    assert sum(iou < 0.5 for iou in all_boxes) <= 0.05 * len(all_boxes)
 
 
 def test_decoder_prepares_the_model_input_off_the_inference_thread() -> None:
@@ -163,5 +167,5 @@ def test_decoder_prepares_the_model_input_off_the_inference_thread() -> None:
 
     decoded = FrameDecoder(416, 416, MAX, prepare=prepare).decode(_frame(_jpeg(2048, 1536)))  # type: ignore[arg-type]
     assert decoded.tensor is not None and decoded.tensor.shape == (1, 416, 416, 3)
-    assert decoded.letterbox is not None and decoded.letterbox.source_width == 512  # the reduced image
+    assert decoded.letterbox is not None and decoded.letterbox.source_width == 1024  # the reduced image
     assert decoded.night  # a grey gradient has no colour
