@@ -8,7 +8,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := False
 export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
-.PHONY: demo test lint bench system-deps venv clean model lock
+.PHONY: demo test lint bench system-deps venv clean model lock lock-pi arm64-check units-check pi-wheels
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(UV)" || python3 -m pip install --quiet uv
@@ -22,11 +22,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed
 
-# mosquitto: the broker; postgresql and chromium: database and dashboard tests (skipped if absent)
+# mosquitto: the broker; postgresql, chromium and redis-server: database, dashboard and job-queue
+# tests (skipped if absent)
 system-deps:
 	@{ command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null && test -d /usr/lib/postgresql && \
-	  command -v chromium >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto postgresql chromium; }
+	  command -v chromium >/dev/null && command -v redis-server >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto postgresql chromium redis-server; }
 
 demo: system-deps venv
 	$(PY) -m trapline.cli demo
@@ -83,6 +84,33 @@ model: venv
 	  --export-report $(MODEL_BUILD)/exports/export_report.json --measurements $(MODEL_BUILD)/report/bursts.json \
 	  --training-run $(MODEL_BUILD)/run/fit --attach $(MODEL_BUILD)/report/report.md \
 	  $(MODEL_BUILD)/report/coverage.png $(MODEL_BUILD)/dataset/dataset.png --out $(MODEL_BUILD)/bundle
+
+# The trap's code on aarch64 under qemu-aarch64 10 (bookworm-backports): an arm64 bookworm root
+# with Python 3.11 and the Pi's pinned packages, cached under .cache/arm64 (see arm64/check.sh).
+arm64-check:
+	@command -v debootstrap >/dev/null && command -v qemu-aarch64 >/dev/null || { \
+	  echo "needs debootstrap and qemu-user 10 (bookworm-backports); see .ci/run"; exit 2; }
+	arm64/check.sh
+
+# systemd units: `systemd-analyze verify` clean and exposure scores under the targets
+units-check: venv
+	$(PY) -m pytest tests/systemd -q
+
+# The Pi's constraints, same versions as requirements.lock where aarch64 has them.
+lock-pi:
+	( sed -n '1,3p' edge/requirements-pi.txt; uv pip compile pyproject.toml --extra edge \
+	  --python-platform aarch64-unknown-linux-gnu --python-version 3.11 -c requirements.lock \
+	  --no-header --no-annotate -q ) > edge/requirements-pi.txt.new && mv edge/requirements-pi.txt.new edge/requirements-pi.txt
+
+# Wheels for a trap at a site without network (aarch64, Python 3.11): copy build/pi-wheels beside
+# the repository and run systemd/install-edge.sh --wheels build/pi-wheels ...
+pi-wheels:
+	rm -rf build/pi-wheels && mkdir -p build/pi-wheels
+	python3 -m pip download --quiet --only-binary=:all: --platform manylinux_2_28_aarch64 \
+	  --platform manylinux2014_aarch64 --python-version 3.11 -r edge/requirements-pi.txt -d build/pi-wheels
+	# installing trapline itself builds it: setuptools must be there too, offline
+	python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 -d build/pi-wheels "setuptools>=68"
+	python3 -m pip wheel --quiet --no-deps -w build/pi-wheels .
 
 # Regenerate the lockfile after changing dependencies in pyproject.toml.
 lock:

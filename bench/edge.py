@@ -31,9 +31,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from trapline.edge.config import PACKAGED_MODELS as PACKAGED
+from trapline.edge.config import PACKAGED_SAMPLES as SAMPLES
+
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "edge" / "samples"
-PACKAGED = ROOT / "edge" / "models"
 WARM_UP = 3
 TARGET_OVERHEAD = 1.15
 TARGET_VS_ULTRALYTICS = 1.5
@@ -51,9 +52,10 @@ def _peak_rss_mb() -> float:
 def _bare_worker(model: Path, frames: int) -> dict[str, Any]:
     from trapline.edge.agent import resolve_model
     from trapline.edge.backends import load_backend
-    from trapline.edge.config import PACKAGED_PUBLIC_KEY
+    from trapline.edge.config import PACKAGED_KEYRING
 
-    backend = load_backend(resolve_model(model, PACKAGED_PUBLIC_KEY), threads=2)
+    source = resolve_model(model, PACKAGED_KEYRING)
+    backend = load_backend(source.path, threads=2, content=source.content)
     spec = backend.info.input
     tensor = np.zeros(spec.shape, spec.dtype)
     for _ in range(WARM_UP):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -24,8 +25,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# the development data beside the checkout (`make bench` runs from the repository's root)
+SHARED = Path(os.environ.get("TRAPLINE_SHARED", "../shared"))
 SIZES = (320, 416, 640)
 THREADS = (1, 2)
 GATE_POINTS = 1.0

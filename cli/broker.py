@@ -93,6 +93,13 @@ class MosquittoBroker:
                 self._process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """kill -9: a broker that crashes or loses power (tests of what survives that)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()

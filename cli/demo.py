@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trapline.cli.broker import MosquittoBroker, free_port
@@ -22,6 +23,22 @@ log = logging.getLogger(__name__)
 
 TRAPS = ("trap-01", "trap-02")
 INGEST_USER = "trapline-ingest"
+# Each trap replays its own photos (edge/samples, credited in NOTICE.md): a burrowing-owl colony
+# and a trail in the southwest, day (colour) and night (infrared) pictures in both.
+DEMO_PHOTOS: dict[str, tuple[str, ...]] = {
+    "trap-01": ("buow-IMG_8968.jpg", "buow-RCNX0242.jpg", "sw-fox-RCNX0063.jpg", "buow-RCNX1419.jpg",
+                "squirrel-frame105534.jpg", "sw-deer-SYFR0041.jpg", "coyote-51472-810-empty.jpg"),
+    "trap-02": ("cougar-39858-0.jpg", "sw-bobcat-IMAG0046.jpg", "coyote-51472-0.jpg", "sw-deer-IMAG0107.jpg",
+                "jaguar-RL1-20051028-2159.jpg", "peru-EK000067-39523-0.jpg"),
+}  # fmt: skip
+# where the demo traps stand (the map), from DEMO_DAYS before today
+DEMO_SITES = {
+    "trap-01": ("Burrowing-owl colony", 32.7157, -115.5623),
+    "trap-02": ("Canyon trail", 32.8421, -115.4870),
+}
+# capture times are made up (deterministic per trap): bursts hours apart over the last days, at
+# night for infrared pictures, so the dashboard's charts show a true day/night rhythm
+DEMO_DAYS = 10
 
 
 def _cli(*args: str, env: dict[str, str]) -> str:
@@ -46,11 +63,16 @@ def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
 
 
 def _trap_config(workdir: Path, device: str, port: int, api_url: str, frames: int) -> Path:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    synthetic_start = today - timedelta(days=DEMO_DAYS)
     config = {
         "device_id": device,
         "source": {
-            "type": "replay", "files": [str(PACKAGED_SAMPLES)], "count": frames, "interval_s": 1.0,
-            "burst_size": 3, "burst_pause_s": 8.0, "run_name": "demo",
+            "type": "replay", "files": [str(PACKAGED_SAMPLES / name) for name in DEMO_PHOTOS[device]],
+            "count": frames, "interval_s": 1.0, "burst_size": 3, "burst_pause_s": 8.0, "run_name": "demo",
+            "synthetic_start": synthetic_start.isoformat(), "synthetic_seed": TRAPS.index(device),
+            # spread the bursts over DEMO_DAYS whatever the number of frames
+            "synthetic_mean_gap_h": max(0.5, DEMO_DAYS * 24 / max(1, frames // 3)),
         },
         "mqtt": {"host": "127.0.0.1", "port": port, "username": device},
         "upload": {"url": api_url, "mode": "thumbnails"},
@@ -72,6 +94,22 @@ def _wait_http(url: str, timeout_s: float) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def _deploy(api_url: str, token: str) -> None:
+    """Record where each demo trap stands, so the map and the Camtrap DP export have coordinates."""
+    start = (datetime.now(UTC) - timedelta(days=DEMO_DAYS + 1)).isoformat()
+    for device, (name, latitude, longitude) in DEMO_SITES.items():
+        body = {"device_id": device, "location_name": name, "latitude": latitude, "longitude": longitude,
+                "start": start}  # fmt: skip
+        request = urllib.request.Request(  # noqa: S310 - our own loopback server
+            f"{api_url}/api/v1/deployments",
+            json.dumps(body).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -102,16 +140,20 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         "TRAPLINE_SERVER_MQTT_HOST": "127.0.0.1",
         "TRAPLINE_SERVER_MQTT_USERNAME": INGEST_USER,
         "TRAPLINE_SERVER_MQTT_PASSWORD": ingest_password,
+        # the demo's traps beat every 10 s: keep each beat, so the fleet charts fill in minutes
+        "TRAPLINE_SERVER_HEARTBEAT_SAMPLE_S": "10",
     }
     _cli("server", "migrate", env=env)
     credentials: dict[str, tuple[str, str]] = {}
     for device in TRAPS:
-        out = _cli("server", "device", "add", device, "--name", f"Demo {device}", env=env)
+        out = _cli("server", "device", "add", device, "--name", f"Demo {device}", "--credentials", env=env)
         mqtt_password = out.split("password ")[1].split()[0]
         upload_token = out.split("upload token ")[1].split()[0]
         credentials[device] = (mqtt_password, upload_token)
     login = _cli("server", "token", "create", "demo-admin", "--role", "admin", env=env).strip()
     _cli("server", "model", "add", str(PACKAGED_MODEL), env=env)
+    # the model the traps run, as release 1: a rollout from the Rollouts page has one to go back to
+    _cli("server", "release", "add", str(PACKAGED_MODEL), env=env)
     _cli("server", "mqtt-auth", "--out", str(workdir / "mqtt"), env=env)
     mqtt_dir = workdir / "mqtt"
     auth = f"allow_anonymous false\npassword_file {mqtt_dir / 'passwd'}\nacl_file {mqtt_dir / 'acl'}\n"
@@ -122,7 +164,12 @@ def run_demo(frames: int = 200, seconds: float | None = None, workdir: Path | No
         try:
             processes.append(_spawn(["server", "api", "--port", str(api_port)], env, workdir / "api.log"))
             processes.append(_spawn(["server", "ingest"], env, workdir / "ingest.log"))
+            # the job worker: dataset exports, feature extraction, clustering, retraining
+            processes.append(_spawn(["server", "worker"], env, workdir / "worker.log"))
+            # the rollout controller: model releases to the traps (the Rollouts page)
+            processes.append(_spawn(["server", "ota"], env, workdir / "ota.log"))
             _wait_http(f"{api_url}/login", 60)
+            _deploy(api_url, login)
             time.sleep(1.0)  # the ingest worker subscribes before traps publish
             for device in TRAPS:
                 trap_env = {

@@ -1,4 +1,10 @@
-"""`trapline keys generate`: an Ed25519 key pair for signing model bundles."""
+"""`trapline keys`: the release keys that sign model bundles, and the keyrings traps trust.
+
+Lifecycle (README, "Release keys"): `generate` makes a key pair (private half 0600, kept by the
+release manager, never in the repository or an image); `show` prints a key's id (the one manifests
+name); `export` builds a keyring folder of public keys (`<key id>.pub`) for the server's
+`release_keyring`, from which enrolment hands traps their keys; `list` prints a keyring's ids.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,65 @@ from pathlib import Path
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from trapline.bundle import generate_keys
+    from trapline.keyring import generate_keys
 
     private, public = args.out / f"{args.name}.key", args.out / f"{args.name}.pub"
-    generate_keys(private, public)
+    if private.exists():
+        print(f"error: {private} exists; a release key is never overwritten")
+        return 2
+    identity = generate_keys(private, public)
+    print(f"key id:      {identity}")
     print(f"private key: {private} (mode 0600: keep it secret, never in the repository)")
     print(f"public key:  {public}")
+    return 0
+
+
+def _public_of(path: Path) -> bytes:
+    """The public key PEM of a .pub file, or of a private key (.key)."""
+    from trapline.keyring import public_pem, read_private_key
+
+    data = path.read_bytes()
+    if b"PRIVATE KEY" in data:
+        return public_pem(read_private_key(path).public_key())
+    return data
+
+
+def _show(args: argparse.Namespace) -> int:
+    from trapline.keyring import KeyringError, key_id, read_public_key
+
+    status = 0
+    for path in args.keys:
+        try:
+            print(f"{key_id(read_public_key(_public_of(path), str(path)))}  {path}")
+        except (OSError, KeyringError) as exc:
+            print(f"error: {path}: {exc}")
+            status = 2
+    return status
+
+
+def _list(args: argparse.Namespace) -> int:
+    from trapline.keyring import Keyring, KeyringError
+
+    try:
+        keyring = Keyring.load(args.keyring)
+    except KeyringError as exc:
+        print(f"error: {exc}")
+        return 2
+    for identity in sorted(keyring.keys):
+        print(identity)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from trapline.keyring import KeyringError, install_public_key
+
+    for path in args.keys:
+        try:
+            identity = install_public_key(args.out, _public_of(path))
+        except (OSError, KeyringError) as exc:
+            print(f"error: {path}: {exc}")
+            return 2
+        print(f"{identity}  -> {args.out / f'{identity}.pub'}")
     return 0
 
 
@@ -22,3 +81,13 @@ def register(keys: argparse.ArgumentParser) -> None:
     gen.add_argument("--out", type=Path, required=True)
     gen.add_argument("--name", default="trapline-release")
     gen.set_defaults(handler=_generate)
+    show = sub.add_parser("show", help="the key id of .pub or .key files")
+    show.add_argument("keys", type=Path, nargs="+")
+    show.set_defaults(handler=_show)
+    listing = sub.add_parser("list", help="the key ids in a keyring folder")
+    listing.add_argument("keyring", type=Path)
+    listing.set_defaults(handler=_list)
+    export = sub.add_parser("export", help="add public keys (of .pub or .key files) to a keyring folder")
+    export.add_argument("keys", type=Path, nargs="+")
+    export.add_argument("--out", type=Path, required=True, help="the keyring folder")
+    export.set_defaults(handler=_export)

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("trapline.server.commands", "the fleet server (settings: TRAPLINE_SERVER_* variables)"),
     "train": ("trapline.training.commands", "prepare datasets, fine-tune, evaluate"),
     "export": ("trapline.export.commands", "export ONNX/TFLite (FP32, INT8) and check them; or `bundle`"),
+    "provision": (
+        "trapline.edge.provisioning.command",
+        "turn a fresh Raspberry Pi into a trap (run on the Pi)",
+    ),
     "keys": ("trapline.cli.keys", "signing keys for model bundles"),
     "demo": ("trapline.cli.demo", "broker + server + two traps replaying the sample photos"),
 }

@@ -11,29 +11,43 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trapline.bundle import BundleError, resolve_model_file
+import numpy as np
+from pydantic import BaseModel
+
+from trapline import model_source
+from trapline.bundle import BundleError
 from trapline.contracts import (
     Detection,
     DetectionMessage,
     DeviceState,
     Heartbeat,
+    IgnoreRegionsCommand,
     ImageInfo,
     SequenceSummary,
     StatusMessage,
     TopicKind,
+    ViewCheck,
     topic,
     utc_now,
 )
 from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_PUBLIC_KEY, AgentConfig
+from trapline.edge.clock import clock_unsynced
+from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
+from trapline.edge.deployment import DeploymentReporter
 from trapline.edge.detector import Detector
+from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
-from trapline.edge.pictures import crops, thumbnail
+from trapline.edge.ignore_regions import IgnoreRegionMemory
+from trapline.edge.imaging import BadImageError, decode_image
+from trapline.edge.ota.updater import ModelUpdates
+from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.prefetch import DecodedFrame, FrameDecoder, prefetched
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
+from trapline.edge.rehome import rehome_spool, rehomed_total
+from trapline.edge.scene import SceneReference
 from trapline.edge.sources import Frame, FrameSource, make_source
 from trapline.edge.spool import (
     PRIORITY_EMPTY_FRAME,
@@ -43,11 +57,15 @@ from trapline.edge.spool import (
     SpoolError,
 )
 from trapline.edge.uploader import PictureUploader
+from trapline.files import fsync_dir, write_synced
+from trapline.model_source import ModelSource
 
 log = logging.getLogger(__name__)
 
 _FRAME_COUNTER = "frame_counter"
 _BURSTS = "bursts"
+# pruning old "frame done" marks and giving free pages back: a few times an hour is plenty
+_MAINTENANCE_INTERVAL_S = 600.0
 
 
 @dataclass
@@ -58,10 +76,10 @@ class AgentCounters:
     model_load_failures: int = 0
 
 
-def resolve_model(path: Path, public_key: Path) -> Path:
-    """The model file to load: a bundle directory is verified first (signature and hashes)."""
+def resolve_model(path: Path, keyring: Path) -> ModelSource:
+    """The model to load: a bundle is verified first (signature, hashes, nothing unlisted)."""
     try:
-        return resolve_model_file(path, public_key)
+        return model_source.resolve_model(path, keyring)
     except BundleError as exc:
         raise ModelLoadError(f"refusing model bundle: {exc}") from exc
 
@@ -70,14 +88,14 @@ def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:
     """The configured model; the packaged one if that cannot be loaded (a trap must keep working)."""
     model = config.model
     try:
-        model_file = resolve_model(model.path, model.public_key)
+        model_file = resolve_model(model.path, model.keyring)
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
     except ModelLoadError as exc:
         counters.model_load_failures += 1
         if not model.fallback_to_packaged or model.path == PACKAGED_MODEL:
             raise
         log.error("cannot load model %s (%s); running the packaged model instead", model.path, exc)
-        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_PUBLIC_KEY)
+        packaged = resolve_model(PACKAGED_MODEL, PACKAGED_KEYRING)
         return Detector(packaged, "auto", model.threads, model.conf_threshold, model.iou_threshold)
 
 
@@ -87,10 +105,20 @@ class Agent:
         self.counters = AgentCounters()
         self.started = time.monotonic()
         self.last_error: str | None = None
-        self.detector = load_detector(config, self.counters)
+        # the active model slot if an update installed one, else the configured model
+        self.updates = ModelUpdates(config, __version__)
+        self.detector = self.updates.boot(lambda: load_detector(config, self.counters))
         self.spool = DetectionSpool(
-            config.spool.path, config.spool.max_bytes, config.spool.policy, config.spool.synchronous
+            config.spool.path,
+            config.spool.max_bytes,
+            config.spool.policy,
+            config.spool.synchronous,
+            config.spool.dead_letter_max_bytes,
         )
+        self.last_error = self.spool.reset_reason
+        rehome_spool(self.spool, config.mqtt.prefix, config.device_id)
+        # "<device>:<installation>": ids never repeat across reinstalls (a fresh spool, a new id)
+        self.id_prefix = f"{config.device_id}:{self.spool.installation_id}"
         self.quarantine = Quarantine(config.quarantine_dir)
         info = self.detector.info
         self.decoder = FrameDecoder(
@@ -108,27 +136,98 @@ class Agent:
             self.detector.info.category_names,
             BurstState.from_json(self.spool.get_state(_BURSTS)),
             config.bursts.lone_min_conf,
+            self.id_prefix,
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
         self.uploader = PictureUploader(config.upload, self.spool)
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # the camera's static false positives (server: reviewers' "not an animal")
+        self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
+        # THE registration point for downlink commands: topic kind -> handler. The dispatcher
+        # (edge/downlink.py) receives `<prefix>/<device>/cmd/#`, validates each command against the
+        # contract and calls its handler with it (None: the server cleared a retained command);
+        # what it cannot use is reported on `ota`.
+        self.command_handlers: dict[TopicKind, CommandHandler] = {
+            "cmd/ignore-regions": self._ignore_regions_command,
+            **self.updates.handlers(),  # cmd/model
+        }
+        self.downlink = Downlink(
+            MqttCommandLink(config.mqtt, config.device_id),
+            CommandDispatcher(
+                config.mqtt.prefix, config.device_id, self.command_handlers, self.updates.command_error
+            ),
+        )
         self.stop_event = threading.Event()
+        self.died: list[str] = []  # worker threads found dead while running
+        self._watchdog_s: float | None = None
+        self._next_heartbeat = self._next_watchdog = 0.0
+        self._next_maintenance = time.monotonic() + _MAINTENANCE_INTERVAL_S
+        self._was_connected = False
         # decode -> spooled, the last frames only (benchmarks read it; the agent runs for months)
         self.frame_ms: deque[float] = deque(maxlen=1000)
         self.last_inference_ms = 0.0
+        self.scene = self._load_scene()
+        self.view: ViewCheck | None = None
+        self._next_scene_check = 0.0
+        self.deployment_reporter = self._deployment_reporter()
+
+    def _load_scene(self) -> SceneReference | None:
+        scene = self.config.scene
+        if scene.reference is None:
+            return None
+        try:
+            reference = decode_image(scene.reference.read_bytes(), self.config.max_image_pixels)
+        except (OSError, BadImageError) as exc:
+            log.error("no tamper check: cannot read the reference photo %s (%s)", scene.reference, exc)
+            return None
+        return SceneReference(reference, scene.shifted_below, scene.blocked_below)
+
+    def _deployment_reporter(self) -> DeploymentReporter | None:
+        record, url, token = self.config.deployment_file, self.config.upload.url, self.config.upload.token()
+        if record is None or not url or not token:
+            return None
+        return DeploymentReporter(url, token.get_secret_value(), record, self.config.scene.reference)
+
+    def _check_scene(self, image: np.ndarray, night: bool) -> None:
+        """Now and then, a daytime frame against the reference photo (tamper, drift)."""
+        now = time.monotonic()
+        if self.scene is None or night or now < self._next_scene_check:
+            return
+        self._next_scene_check = now + self.config.scene.check_interval_s
+        result = self.scene.compare(image)
+        self.view = ViewCheck(
+            state=result.state,
+            features_in_place=result.features_in_place,
+            detail=result.detail,
+            checked_at=utc_now(),
+        )
+        if result.state != "ok":
+            log.warning(
+                "the camera's view is %s (features in place %.2f, detail %.2f): check the trap",
+                result.state,
+                result.features_in_place,
+                result.detail,
+            )
 
     def _topic(self, kind: TopicKind) -> str:
         return topic(self.config.mqtt.prefix, self.config.device_id, kind)
 
-    def _status(self, state: DeviceState) -> bytes:
+    def _status(self, state: DeviceState, timestamped: bool) -> bytes:
         return StatusMessage(
             state=state,
-            ts=utc_now(),
+            ts=utc_now() if timestamped else None,
             agent_version=__version__,
             model=self.detector.info.ref,
         ).to_json()
+
+    def _retarget_decoder(self) -> None:
+        """Decode for the running model: its input size (reduced decode) and, with prefetch, its
+        input tensor. Called again when an update switches the model."""
+        info = self.detector.info
+        prepare = self.detector.prepare if self.config.pipeline.prefetch else None
+        self.decoder.retarget(info.input_width, info.input_height, prepare)
 
     # --- one frame --------------------------------------------------------------------------
     def process(self, frame: Frame) -> None:
@@ -140,19 +239,32 @@ class Agent:
         if image is None:
             self._quarantine(frame, decoded.error or "not decoded")
             return
+        if decoded.target is not self.decoder.target:
+            # decoded for the model before an update switched it: decode again for this one
+            decoded = self.decoder.decode(frame)
+            image = decoded.image
+            if image is None:
+                self._quarantine(frame, decoded.error or "not decoded")
+                return
         if decoded.tensor is not None and decoded.letterbox is not None:
             result = self.detector.detect_prepared(decoded.tensor, decoded.letterbox)
         else:
             result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
+        # the scene check and the ignore regions' looks work on the model's (maybe reduced) pixels
+        self._check_scene(image, decoded.night)
+        detections, demoted = self.ignore_regions.apply(image, result.detections)
+        if demoted:
+            log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
         saved_bursts = copy.deepcopy(self.bursts.state)
-        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, result.detections)
+        sequence_id, frame_index, closed = self.bursts.add(frame.captured_at, detections)
         frame_number = self._frame_counter + 1
+        processed_at = utc_now()
         message = DetectionMessage(
-            id=f"{self.config.device_id}:{frame_number:09d}",
+            id=f"{self.id_prefix}:{frame_number:09d}",
             device_id=self.config.device_id,
             captured_at=frame.captured_at,
-            processed_at=utc_now(),
+            processed_at=processed_at,
             sequence_id=sequence_id,
             frame_index=frame_index,
             image=ImageInfo(
@@ -164,7 +276,8 @@ class Agent:
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
-            detections=result.detections,
+            detections=detections,
+            clock_unsynced=clock_unsynced(frame.captured_at, processed_at),
         )
         outgoing = [self._summary_message(closed)] if closed else []
         outgoing.append(
@@ -177,7 +290,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, decoded, result.detections)
+            pictures = self._pictures(message.id, decoded, detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -198,7 +311,7 @@ class Agent:
         log.debug(
             "%s: %d detection(s) in %.1f ms",
             frame.name,
-            len(result.detections),
+            len(detections),
             result.inference_ms,
         )
 
@@ -211,6 +324,10 @@ class Agent:
         if mode == "none" or not detections:
             return []
         data, image = decoded.data, decoded.full_image()
+        if self.config.privacy.blur_people and any(d.category == "person" for d in detections):
+            # the site's rule: nothing identifiable leaves the trap, the full frame included
+            image = blur_boxes(image, detections)
+            data = encode_jpeg(image)
         blobs: list[tuple[str, bytes]] = [
             ("crop", c) for c in crops(image, detections, self.config.upload.crop_margin)
         ]
@@ -224,7 +341,11 @@ class Agent:
             for index, (kind, blob) in enumerate(blobs):
                 path = self.spool.uploads_dir / f"{stem}-{kind}-{index}.jpg"
                 pending.append(PendingUpload(detection_id, kind, path, len(blob)))
-                path.write_bytes(blob)  # a crash before the spool commit leaves an orphan: removed at start
+                # on disk before the spool row that points at it commits; a crash before the
+                # commit leaves an orphan, removed at start
+                write_synced(path, blob)
+            if pending:
+                fsync_dir(self.spool.uploads_dir)
         except OSError:
             for written in pending:  # a full disk: leave nothing half done behind
                 written.path.unlink(missing_ok=True)
@@ -256,6 +377,27 @@ class Agent:
             self.counters.spool_errors += 1
             log.error("could not spool summary of %s: %s", summary.sequence_id, exc)
 
+    def _ignore_regions_command(self, command: BaseModel | None) -> None:
+        if command is None:
+            log.info("the server cleared cmd/ignore-regions; keeping the remembered regions")
+            return
+        if not isinstance(command, IgnoreRegionsCommand):
+            raise TypeError(f"expected an IgnoreRegionsCommand, got {type(command).__name__}")
+        self.ignore_regions.handle(command.to_json())
+
+    # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
+    def spool_ota(self, payload: bytes) -> None:
+        self.spool.put([OutboundMessage(self._topic("ota"), payload)])
+        self.publisher.notify()
+
+    def frame_times(self) -> tuple[int, list[float]]:
+        return self.counters.frames_processed, list(self.frame_ms)
+
+    def model_switched(self) -> None:
+        self.bursts.categories = self.detector.info.category_names
+        self._retarget_decoder()
+        self.publisher.publish_now("status", self._status("online", True))
+
     # --- timed work -----------------------------------------------------------------------------
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -268,31 +410,35 @@ class Agent:
             dropped=self.spool.dropped,
             disk_free_bytes=disk_free_bytes(self.config.spool.path.parent),
             cpu_temp_c=cpu_temp_c(),
-            last_error=(self.last_error or self.publisher.last_error or None),
+            last_error=(self.last_error or self.publisher.last_error or self.uploader.last_error or None),
+            dead_letters=self.spool.dead_letter_count,
+            rehomed=rehomed_total(self.spool),
+            spool_resets=self.spool.resets,
+            view=self.view,
         )
 
     def run(self, drain_timeout_s: float = float("inf")) -> int:
-        """Process frames until stopped or the source is exhausted; then drain the spool."""
+        """Process frames until stopped or the source is exhausted; then drain the spool.
+        Returns 1 when a worker thread died (the watchdog is no longer fed), else 0."""
         self.publisher.start()
         self.uploader.start()
+        self.updates.start(self)
+        self.downlink.start()
+        if self.deployment_reporter is not None:
+            self.deployment_reporter.start()
         sd_notify("READY=1")
-        watchdog_s = watchdog_interval_s()
-        next_heartbeat = next_watchdog = 0.0
+        self._watchdog_s = watchdog_interval_s()
         exhausted = False
         try:
             frames = self.source.frames(self.stop_event, self.spool.is_processed)
             for decoded in prefetched(frames, self.decoder, self.config.pipeline.prefetch):
                 if decoded is not None:
-                    self.process_decoded(decoded)
+                    with self.updates.model_lock:  # a model switch waits for the frame in progress
+                        self.process_decoded(decoded)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
-                now = time.monotonic()
-                if now >= next_heartbeat:
-                    self.publisher.publish_now("heartbeat", self.heartbeat().to_json())
-                    next_heartbeat = now + self.config.heartbeat_interval_s
-                if watchdog_s and now >= next_watchdog:
-                    sd_notify("WATCHDOG=1")
-                    next_watchdog = now + watchdog_s
-            exhausted = not self.stop_event.is_set()
+                if not self._timed_work():
+                    break
+            exhausted = not self.stop_event.is_set() and not self.died
         finally:
             self.source.close()
             self._spool_summary(self.bursts.close())
@@ -301,8 +447,12 @@ class Agent:
                     "source exhausted; waiting for %d spooled message(s) to be sent",
                     self.spool.depth,
                 )
-                self._wait_drained(drain_timeout_s, watchdog_s)
+                self._wait_drained(drain_timeout_s)
             sd_notify("STOPPING=1")
+            self.downlink.stop()
+            self.updates.stop()
+            if self.deployment_reporter is not None:
+                self.deployment_reporter.stop()
             self.uploader.stop()
             self.publisher.stop("stopped")
             self.spool.close()
@@ -312,13 +462,76 @@ class Agent:
             self.counters.frames_quarantined,
             self.spool.depth,
         )
-        return 0
+        return 1 if self.died else 0
 
-    def _wait_drained(self, timeout_s: float, watchdog_s: float | None) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.spool.depth > 0 and not self.stop_event.is_set() and time.monotonic() < deadline:
+    def _timed_work(self) -> bool:
+        """Heartbeat (also right after the link comes up), maintenance, watchdog. False: a worker
+        thread died and there is no watchdog to notice: stop."""
+        now = time.monotonic()
+        connected = self.publisher.connected
+        if connected and (now >= self._next_heartbeat or not self._was_connected):
+            self.publisher.publish_now("heartbeat", self.heartbeat().to_json())
+            self._next_heartbeat = now + self.config.heartbeat_interval_s
+        self._was_connected = connected
+        if now >= self._next_maintenance:
+            self._maintain()
+            self._next_maintenance = now + _MAINTENANCE_INTERVAL_S
+        if now >= self._next_watchdog:
+            if not self._feed_watchdog(self._watchdog_s):
+                return False
+            self._next_watchdog = now + (self._watchdog_s or 1.0)
+        return True
+
+    @property
+    def dead_threads(self) -> list[str]:
+        """Worker threads that should run and do not (each one's loop survives errors, so a dead
+        one is a bug: a restart is the cure)."""
+        dead = [] if self.publisher.alive else ["mqtt"]
+        if self.uploader.enabled and not self.uploader.alive:
+            dead.append("uploader")
+        if not self.updates.alive:
+            dead.append("model-updates")
+        if not self.downlink.alive:
+            dead.append("command link")
+        return dead
+
+    def _feed_watchdog(self, watchdog_s: float | None) -> bool:
+        """WATCHDOG=1 only while every worker thread lives; False: stop the agent (no watchdog)."""
+        dead = self.dead_threads
+        if not dead:
             if watchdog_s:
                 sd_notify("WATCHDOG=1")
+            return True
+        if dead != self.died:
+            self.died = dead
+            self.last_error = f"thread died: {', '.join(dead)}"
+            log.critical(
+                "worker thread(s) %s died; %s",
+                ", ".join(dead),
+                "no longer feeding the watchdog: systemd restarts the agent"
+                if watchdog_s
+                else "stopping (exit status 1) so that whatever runs the agent restarts it",
+            )
+        return bool(watchdog_s)
+
+    def _maintain(self) -> None:
+        """Bounded growth: forget old "frame done" marks of frames that are gone; shrink the file."""
+        try:
+            forgotten = self.spool.prune_processed(
+                self.config.spool.processed_keep_days * 86400, self.source.still_present
+            )
+            freed = self.spool.vacuum()
+        except SpoolError as exc:
+            log.warning("spool maintenance failed (will try again): %s", exc)
+            return
+        if forgotten or freed:
+            log.info("spool maintenance: forgot %d frame mark(s), freed %d page(s)", forgotten, freed)
+
+    def _wait_drained(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.spool.depth > 0 and not self.stop_event.is_set() and time.monotonic() < deadline:
+            if not self._timed_work():
+                return
             self.stop_event.wait(0.1)
 
     def stop(self) -> None:

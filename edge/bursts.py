@@ -58,8 +58,11 @@ class BurstGrouper:
         categories: tuple[str, ...],
         state: BurstState,
         lone_min_conf: float = 0.0,
+        id_prefix: str | None = None,
     ) -> None:
         self.device_id = device_id
+        # "<device>:<installation>": sequence ids stay unique across reinstalls (see DetectionSpool)
+        self.id_prefix = id_prefix or device_id
         self.gap_s = gap_s
         self.categories = categories
         self.state = state
@@ -119,7 +122,7 @@ class BurstGrouper:
             number = self.state.next_number
             self.state.next_number += 1
             stamp = captured_at.isoformat()
-            seq = OpenSequence(f"{self.device_id}:seq:{number:09d}", stamp, stamp)
+            seq = OpenSequence(f"{self.id_prefix}:seq:{number:09d}", stamp, stamp)
             self.state.open = seq
         frame_index = seq.frame_count
         seq.frame_count += 1

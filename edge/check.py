@@ -7,22 +7,33 @@ from pathlib import Path
 
 from trapline.edge.agent import AgentCounters, load_detector
 from trapline.edge.backends import ModelLoadError
-from trapline.edge.config import PACKAGED_SAMPLES, ConfigError, load_config
+from trapline.edge.config import PACKAGED_SAMPLES, AgentConfig, ConfigError, load_config
 from trapline.edge.imaging import BadImageError, decode_image
+from trapline.edge.ota.updater import load_installed
 
 
 def run_check(config_path: Path, image_path: Path | None) -> int:
     """Print what one frame yields; exit code 0 when all is well (CLI output, hence print)."""
     try:
         config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"FAIL: {exc}")
+        return 1
+    return check_config(config, str(config_path), image_path)
+
+
+def check_config(config: AgentConfig, where: str, image_path: Path | None) -> int:
+    """`run_check` for a config already loaded (provisioning checks what it has just written)."""
+    try:
         started = time.perf_counter()
-        detector = load_detector(config, AgentCounters())
+        # what the agent would run: a model an update installed, else the configured one
+        detector = load_installed(config) or load_detector(config, AgentCounters())
         load_ms = (time.perf_counter() - started) * 1000
     except (ConfigError, ModelLoadError) as exc:
         print(f"FAIL: {exc}")
         return 1
     info = detector.info
-    print(f"config   {config_path}: device {config.device_id}, source {config.source.type}")
+    print(f"config   {where}: device {config.device_id}, source {config.source.type}")
     print(
         f"model    {info.name} v{info.version} ({detector.backend.path.name}, {detector.backend.key},"
         f" {info.input_width}x{info.input_height}), loaded and warmed up in {load_ms:.0f} ms"

@@ -1,4 +1,5 @@
-"""`trapline edge run | check`: what a trap runs (imports nothing of the server or trainer)."""
+"""`trapline edge run | check | dead-letters`: what a trap runs (imports nothing of the server or
+trainer)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,33 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(args.config, args.image)
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from trapline.edge.config import ConfigError, load_config
+    from trapline.edge.spool import DetectionSpool, SpoolError
+
+    try:
+        config = load_config(args.config)
+        spool = DetectionSpool(config.spool.path, config.spool.max_bytes, config.spool.policy)
+    except (ConfigError, SpoolError) as exc:
+        log.error("%s", exc)
+        return EX_CONFIG
+    try:
+        if args.requeue:
+            count = spool.requeue_dead_letters()
+            print(f"{count} dead letter(s) back in the queue: start the agent to send them")
+            return 0
+        letters = spool.dead_letters(limit=args.limit)
+        for letter in letters:
+            at = datetime.fromtimestamp(letter.at, UTC).isoformat(timespec="seconds")
+            print(f"{letter.id}\t{at}\t{letter.topic}\t{letter.reason}")
+        print(f"{spool.dead_letter_count} dead letter(s) in {config.spool.path}")
+        return 0
+    finally:
+        spool.close()
+
+
 def register(edge: argparse.ArgumentParser) -> None:
     sub = edge.add_subparsers(dest="edge_command", required=True)
     run = sub.add_parser("run", help="run the agent until stopped (systemd runs this)")
@@ -49,3 +77,16 @@ def register(edge: argparse.ArgumentParser) -> None:
     check.add_argument("--config", type=Path, required=True, help="agent config (YAML)")
     check.add_argument("--image", type=Path, help="picture to run (default: a packaged sample)")
     check.set_defaults(handler=_check)
+    dead = sub.add_parser(
+        "dead-letters",
+        help="list the messages the broker refused (kept in the spool), or put them back in the queue",
+    )
+    dead.add_argument("--config", type=Path, required=True, help="agent config (YAML)")
+    dead.add_argument(
+        "--requeue",
+        action="store_true",
+        help="send them again once the cause (the broker's ACL, the device id) is fixed;"
+        " stop the agent first (systemctl stop trapline-edge)",
+    )
+    dead.add_argument("--limit", type=int, default=100, help="list at most this many")
+    dead.set_defaults(handler=_dead_letters)

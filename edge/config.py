@@ -1,19 +1,22 @@
 """The agent's configuration: one YAML file, validated strictly, with secrets kept out of it.
 
-The MQTT password comes from the environment (`TRAPLINE_MQTT_PASSWORD`) or a systemd credential
-(`$CREDENTIALS_DIRECTORY/mqtt-password`), never from the file.
+The MQTT password and the upload token come from the environment (`TRAPLINE_MQTT_PASSWORD`,
+`TRAPLINE_UPLOAD_TOKEN`), a file the config names (`password_file`, `token_file`), or a systemd
+credential (`mqtt-password`, `upload-token`), never from the file itself (trapline.credentials).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+from trapline.credentials import SecretError, read_secret
+from trapline.edge.backends import BACKENDS
+from trapline.edge.ota.config import OtaConfig
 from trapline.edge.sources import SourceConfig
 
 PASSWORD_ENV = "TRAPLINE_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -25,19 +28,23 @@ PACKAGED_MODELS = Path(__file__).parent / "models"
 PACKAGED_MODEL = PACKAGED_MODELS / "trapline-nano"
 # the COCO stand-in it replaced, kept as the evaluation baseline
 COCO_STAND_IN = PACKAGED_MODELS / "yolov8n-coco-int8.tflite"
-PACKAGED_PUBLIC_KEY = PACKAGED_MODELS / "trapline-release.pub"
+# the release keys a trap trusts out of the box (`<key id>.pub` files; see trapline/keyring.py)
+PACKAGED_KEYRING = PACKAGED_MODELS / "keyring"
 # sample photos shipped with the agent: `trapline edge check` and the demo use them
 PACKAGED_SAMPLES = Path(__file__).parent / "samples"
 
 
-def secret(env_name: str, credential_name: str) -> str | None:
-    """A secret from the environment, else from a systemd credential (LoadCredential=)."""
-    if value := os.environ.get(env_name):
-        return value
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / credential_name).is_file():
-        return (Path(credentials) / credential_name).read_text().strip()
-    return None
+# "auto" or a key of the backend registry: the registry is the one list of runtimes
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def _known_backend(key: str) -> str:
+    if key not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {key!r}: use one of {', '.join(BACKEND_CHOICES)}")
+    return key
+
+
+BackendKey = Annotated[str, AfterValidator(_known_backend)]
 
 
 class ConfigError(ValueError):
@@ -52,11 +59,15 @@ class ModelConfig(_Section):
     path: Path = Field(
         PACKAGED_MODEL, description="a signed bundle directory, or a bare .onnx/.tflite file (development)"
     )
-    public_key: Path = Field(
-        PACKAGED_PUBLIC_KEY, description="Ed25519 public key that bundles must be signed with"
+    keyring: Path = Field(
+        PACKAGED_KEYRING,
+        description="trusted release keys: a folder of <key id>.pub files (or one .pub file);"
+        " a bundle loads only if one of them signed it",
     )
-    backend: Literal["auto", "onnxruntime", "litert", "tflite-runtime"] = Field(
-        "auto", description="runtime; auto picks the preferred installed one for the file"
+    backend: BackendKey = Field(
+        "auto",
+        description="runtime; auto picks the preferred installed one for the file",
+        json_schema_extra={"enum": list(BACKEND_CHOICES)},
     )
     threads: int = Field(2, ge=1, le=16, description="inference threads")
     conf_threshold: float | None = Field(
@@ -88,14 +99,36 @@ class MqttConfig(_Section):
     port: int = Field(1883, ge=1, le=65535, description="broker port (8883 for TLS)")
     prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[^#+]+$", description="topic prefix")
     username: str | None = Field(None, description="user name; password from the environment")
+    password_file: Path | None = Field(
+        None, description="file holding the MQTT password (mode 0600); or TRAPLINE_MQTT_PASSWORD"
+    )
     client_id: str | None = Field(None, description="MQTT client id (default trapline-<device>)")
     protocol: Literal[5, 311] = Field(5, description="MQTT protocol version")
     keepalive_s: int = Field(60, ge=5, description="keepalive interval")
     tls: TlsConfig | None = Field(None, description="TLS settings; omit for plain TCP")
     backoff_min_s: int = Field(1, ge=1, description="first reconnect delay")
     backoff_max_s: int = Field(120, ge=1, description="longest reconnect delay")
+    stable_after_s: float = Field(
+        60,
+        gt=0,
+        description="the reconnect delay goes back to backoff_min_s only after a link lasted this long",
+    )
     auth_retry_s: float = Field(900, gt=0, description="wait after the broker refuses credentials")
-    max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged messages at once")
+    max_inflight: int = Field(100, ge=1, le=65534, description="unacknowledged messages at once")
+    will_delay_s: int = Field(
+        30,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: the broker publishes `offline` only after this"
+        " long without the trap, so a quick reconnect does not flip its status",
+    )
+    session_expiry_s: int = Field(
+        86400,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: how long the broker keeps the trap's session"
+        " (its commands, the Will's delay) while the trap is away",
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> MqttConfig:
@@ -103,8 +136,8 @@ class MqttConfig(_Section):
             raise ValueError("backoff_min_s must not exceed backoff_max_s")
         return self
 
-    def password(self) -> str | None:
-        return secret(PASSWORD_ENV, PASSWORD_CREDENTIAL)
+    def password(self) -> SecretStr | None:
+        return read_secret(PASSWORD_ENV, PASSWORD_CREDENTIAL, self.password_file)
 
 
 class SpoolConfig(_Section):
@@ -116,6 +149,14 @@ class SpoolConfig(_Section):
     )
     synchronous: Literal["full", "normal"] = Field(
         "full", description="SQLite fsync level: full survives power loss, normal only crashes"
+    )
+    dead_letter_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="messages the broker refused, kept for a look; the oldest go first",
+    )
+    processed_keep_days: float = Field(
+        30, gt=0, description="forget 'frame done' marks after this long, except for files still present"
     )
 
 
@@ -131,6 +172,9 @@ class UploadConfig(_Section):
     thumbnail_px: int = Field(640, ge=64, description="longest side of a thumbnail")
     crop_margin: float = Field(0.15, ge=0, le=1, description="context around a crop, share of the box")
     backoff_max_s: float = Field(300, gt=0, description="longest wait between failed uploads")
+    token_file: Path | None = Field(
+        None, description="file holding the upload token (mode 0600); or TRAPLINE_UPLOAD_TOKEN"
+    )
 
     @model_validator(mode="after")
     def _needs_url(self) -> UploadConfig:
@@ -138,8 +182,32 @@ class UploadConfig(_Section):
             raise ValueError(f"upload mode {self.mode!r} needs a url")
         return self
 
-    def token(self) -> str | None:
-        return secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL)
+    def token(self) -> SecretStr | None:
+        return read_secret(UPLOAD_TOKEN_ENV, UPLOAD_TOKEN_CREDENTIAL, self.token_file)
+
+
+class PrivacyConfig(_Section):
+    blur_people: bool = Field(
+        False,
+        description="blur every `person` box before a picture is written for upload (a site's rule:"
+        " no identifiable person leaves the trap)",
+    )
+
+
+class SceneConfig(_Section):
+    reference: Path | None = Field(
+        None, description="photo of the scene as set up (provisioning takes it); None: no tamper check"
+    )
+    check_interval_s: float = Field(1800, ge=10, description="compare a daytime frame this often")
+    shifted_below: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="share of the reference's features still in place under which the view moved",
+    )
+    blocked_below: float = Field(
+        0.25, ge=0, le=1, description="detail left (vs the reference) under which the view is blocked"
+    )
 
 
 class BurstConfig(_Section):
@@ -170,11 +238,29 @@ class AgentConfig(_Section):
     bursts: BurstConfig = Field(default_factory=BurstConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    scene: SceneConfig = Field(default_factory=SceneConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )
+    deployment_file: Path | None = Field(
+        None,
+        description="the deployment record `trapline provision` wrote; sent to the server until it has it",
+    )
     heartbeat_interval_s: float = Field(60.0, gt=0, description="seconds between heartbeats")
     max_image_pixels: int = Field(60_000_000, gt=0, description="larger pictures are refused before decoding")
+
+    @model_validator(mode="after")
+    def _username_is_the_device(self) -> AgentConfig:
+        # the broker's ACL lets a trap write only under <prefix>/<its user name>/: another name
+        # would have every message refused (MQTT 5) or silently dropped (MQTT 3.1.1)
+        if self.mqtt.username is not None and self.mqtt.username != self.device_id:
+            raise ValueError(
+                f"mqtt.username {self.mqtt.username!r} must equal device_id {self.device_id!r}"
+                " (the broker lets a trap publish only under its own user name)"
+            )
+        return self
 
 
 def _describe(error: ValidationError) -> str:
@@ -196,6 +282,12 @@ def load_config(path: Path) -> AgentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of settings")
     try:
-        return AgentConfig.model_validate(raw)
+        config = AgentConfig.model_validate(raw)
+        # a secret file the config names must be readable now, not at the first connection
+        config.mqtt.password()
+        config.upload.token()
     except ValidationError as exc:
         raise ConfigError(f"invalid config {path}:\n{_describe(exc)}") from exc
+    except SecretError as exc:
+        raise ConfigError(f"invalid config {path}: {exc}") from exc
+    return config

@@ -10,12 +10,14 @@ from typing import Literal
 
 import numpy as np
 
+from trapline.bundle import BundleError
 from trapline.contracts import Detection
 from trapline.edge.backends import InferenceBackend, ModelLoadError, load_backend
 from trapline.edge.model_info import ModelInfo
 from trapline.edge.yolo import Letterbox, RawDetections, decode, letterbox, to_input_tensor
 from trapline.formats import format_for_path
 from trapline.manifest import Thresholds
+from trapline.model_source import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,14 @@ class FrameResult:
 
 
 class Detector:
-    """Runs one model. Thresholds default to the model's own (manifest), overridable per trap."""
+    """Runs one model. Thresholds default to the model's own (manifest), overridable per trap.
+
+    `model` is a resolved `ModelSource` (a verified bundle: see trapline.model_source), or the path
+    of a bare model file (development, tests)."""
 
     def __init__(
         self,
-        model_path: Path,
+        model: Path | ModelSource,
         backend: str = "auto",
         threads: int = 2,
         conf_threshold: float | None = None,
@@ -40,15 +45,21 @@ class Detector:
         loaded: InferenceBackend | None = None,
         nms_by: Literal["category", "class"] = "category",
     ) -> None:
-        """`conf_threshold` (a trap's override) replaces the model's thresholds for every class;
-        `loaded`: an already loaded backend (evaluation runs PyTorch checkpoints this way);
-        `nms_by`: suppress overlapping boxes within a published category (default) or within a
-        class, as Ultralytics does."""
-        self.backend: InferenceBackend = loaded or load_backend(model_path, backend, threads)
+        """`model`: see the class; `conf_threshold` (a trap's override) replaces the model's
+        thresholds for every class; `loaded`: an already loaded backend (evaluation runs PyTorch
+        checkpoints this way); `nms_by`: suppress overlapping boxes within a published category
+        (default) or within a class, as Ultralytics does."""
+        if isinstance(model, Path):
+            try:
+                if loaded is None:
+                    format_for_path(model)  # an unknown suffix says so before anything is read
+                model = ModelSource.unbundled(model)
+            except (BundleError, ValueError) as exc:
+                raise ModelLoadError(str(exc)) from exc
+        model_path = model.path
+        self.backend: InferenceBackend = loaded or load_backend(model_path, backend, threads, model.content)
         try:
-            self.info = ModelInfo.gather(
-                model_path, self.backend.info.metadata, self.backend.info.input.shape
-            )
+            self.info = ModelInfo.gather(model, self.backend.info.metadata, self.backend.info.input.shape)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         base = self.info.thresholds

@@ -1,7 +1,9 @@
 """Everything the trap must know about a model to run it, gathered once at load time.
 
-Sources, later ones winning: the metadata Ultralytics embeds in ONNX/TFLite exports, then a
-manifest (`manifest.json` of a bundle, or a sidecar `<model>.json`).
+One source, never a mix: the manifest that came with the model (a bundle's verified
+`manifest.json`; for an unbundled development model only, a `<model>.json` sidecar: see
+trapline.model_source), else the metadata Ultralytics embeds in ONNX/TFLite exports. Nothing is
+read from the folder here: a file dropped beside a bundle cannot speak for it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,11 @@ from __future__ import annotations
 import ast
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from trapline.contracts import Category, ModelRef, as_category
-from trapline.files import file_sha256
-from trapline.manifest import MANIFEST_NAME, ModelManifest, Thresholds
+from trapline.manifest import Thresholds
+from trapline.model_source import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,6 @@ def _literal(value: Any) -> Any:
     return value
 
 
-def find_manifest(model_path: Path) -> Path | None:
-    for candidate in (model_path.with_suffix(".json"), model_path.parent / MANIFEST_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -81,10 +75,10 @@ class ModelInfo:
         return tuple(dict.fromkeys(c for c in self.categories if c is not None))
 
     @classmethod
-    def gather(cls, model_path: Path, embedded: dict[str, Any], input_shape: tuple[int, ...]) -> ModelInfo:
-        manifest_path = find_manifest(model_path)
-        manifest = ModelManifest.read(manifest_path) if manifest_path else None
-        sha256 = file_sha256(model_path)
+    def gather(cls, source: ModelSource, embedded: dict[str, Any], input_shape: tuple[int, ...]) -> ModelInfo:
+        model_path = source.path
+        manifest = source.manifest
+        sha256 = source.sha256  # of the bytes the runtime loaded
         if manifest is not None:
             names = list(manifest.class_names)
             height, width = manifest.input.height, manifest.input.width

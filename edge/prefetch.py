@@ -45,6 +45,7 @@ class DecodedFrame:
     night: bool = False
     tensor: np.ndarray | None = None  # the model's input, when the decoder was given `prepare`
     letterbox: Letterbox | None = None
+    target: DecodeTarget | None = None  # the model it was decoded for
     _full: np.ndarray | None = field(default=None, repr=False)
 
     def full_image(self) -> np.ndarray:
@@ -63,6 +64,15 @@ class DecodedFrame:
         return self._full
 
 
+@dataclass(frozen=True)
+class DecodeTarget:
+    """What frames are decoded for: one model's input size and, optionally, its `prepare`."""
+
+    input_width: int
+    input_height: int
+    prepare: Prepare | None = None
+
+
 class FrameDecoder:
     def __init__(
         self,
@@ -72,22 +82,27 @@ class FrameDecoder:
         reduced: bool = True,
         prepare: Prepare | None = None,
     ) -> None:
-        self.input_width = input_width
-        self.input_height = input_height
         self.max_pixels = max_pixels
         self.reduced = reduced
-        self.prepare = prepare
+        self.target = DecodeTarget(input_width, input_height, prepare)
+
+    def retarget(self, input_width: int, input_height: int, prepare: Prepare | None = None) -> None:
+        """Decode for another model from now on (a model update). Replaced in one assignment: a
+        decode running on the prefetch thread keeps the target it started with, and its frame
+        says which (`DecodedFrame.target`)."""
+        self.target = DecodeTarget(input_width, input_height, prepare)
 
     def decode(self, frame: Frame) -> DecodedFrame:
+        target = self.target
         data = frame.data or b""
         digest = hashlib.sha256(data).hexdigest()
-        decoded = DecodedFrame(frame, data, digest, None, max_pixels=self.max_pixels)
+        decoded = DecodedFrame(frame, data, digest, None, max_pixels=self.max_pixels, target=target)
         try:
             if frame.image is not None:  # a camera that hands over pixels, not a file
                 decoded.image = frame.image
             elif self.reduced:
                 decoded.image, decoded.reduction, decoded.width, decoded.height = decode_image_reduced(
-                    data, self.max_pixels, self.input_width, self.input_height
+                    data, self.max_pixels, target.input_width, target.input_height
                 )
             else:
                 decoded.image = decode_image(data, self.max_pixels)
@@ -97,8 +112,8 @@ class FrameDecoder:
         if not decoded.width:
             decoded.height, decoded.width = decoded.image.shape[:2]
         decoded.night = is_night(decoded.image)
-        if self.prepare is not None:
-            decoded.tensor, decoded.letterbox = self.prepare(decoded.image)
+        if target.prepare is not None:
+            decoded.tensor, decoded.letterbox = target.prepare(decoded.image)
         return decoded
 
 

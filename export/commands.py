@@ -55,8 +55,34 @@ def _bundle(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         extra_files=files,
         archive=args.archive,
+        reference_frames=args.reference_frames,
+        min_agent_version=args.min_agent_version,
     )
     print(f"signed bundle {manifest.name} v{manifest.version} in {args.out}: {', '.join(manifest.files)}")
+    return 0
+
+
+def _rollback_grant(args: argparse.Namespace) -> int:
+    from trapline.files import atomic_write
+    from trapline.keyring import KeyringError
+    from trapline.manifest import MANIFEST_NAME, ModelManifest
+    from trapline.rollback import sign_rollback
+
+    manifest = ModelManifest.read(args.bundle / MANIFEST_NAME)
+    model_sha256 = manifest.files.get(manifest.model_file)
+    if model_sha256 is None:
+        print(f"{args.bundle}: the manifest does not list its model file; sign the bundle first")
+        return 1
+    try:
+        grant = sign_rollback(args.private_key, manifest.name, manifest.version, model_sha256)
+    except KeyringError as exc:
+        print(f"cannot sign: {exc}")
+        return 1
+    atomic_write(args.out, grant.to_json())
+    print(
+        f"rollback grant for {manifest.name} v{manifest.version} (key {grant.key_id}) in {args.out};"
+        f" add it with `trapline server release grant <release id> {args.out}`"
+    )
     return 0
 
 
@@ -101,5 +127,21 @@ def register(exp: argparse.ArgumentParser) -> None:
         "--measurements", type=Path, nargs="*", help="more JSON results to carry in the manifest's metrics"
     )
     bundle.add_argument("--archive", action="store_true", help="also write <out>.tar.gz")
+    bundle.add_argument(
+        "--reference-frames",
+        type=Path,
+        nargs="*",
+        help="pictures for the trap's self-test before it switches (default: three packaged samples;"
+        " give none to ship without)",
+    )
+    bundle.add_argument("--min-agent-version", help="oldest trap agent that can run this bundle")
     bundle.add_argument("--out", type=Path, required=True)
     bundle.set_defaults(handler=_bundle)
+    grant = sub.add_parser(
+        "rollback-grant",
+        help="sign permission for traps to go back to this (older) bundle (anti-rollback otherwise refuses)",
+    )
+    grant.add_argument("--bundle", type=Path, required=True, help="the signed bundle directory")
+    grant.add_argument("--private-key", type=Path, required=True, help="a release key the traps trust")
+    grant.add_argument("--out", type=Path, required=True, help="where to write the grant (JSON)")
+    grant.set_defaults(handler=_rollback_grant)

@@ -14,19 +14,20 @@ import os
 import tempfile
 import uuid
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from huey import Huey, RedisHuey, SqliteHuey
-from sqlalchemy import select
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import CATEGORIES
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory, transaction
-from trapline.server.models import DetectionFrame, Job
+from trapline.server.models import DetectionFrame, Job, WorkChunk
 from trapline.server.queries import boxes_by_frame, frame_query, media_by_frame, picture
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,72 @@ class JobQueue:
         self.sessions = sessions or session_factory(make_engine(settings.database_url))
         self.huey = make_queue(settings)
         self.dataset_zip = self.huey.task(retries=1, retry_delay=5, name="dataset_zip")(self._dataset_zip)
+        # the learning loop: a job kind -> its task (extraction is split across workers by chunks)
+        self.tasks: dict[str, Any] = {
+            "dataset_zip": self.dataset_zip,
+            "extract_features": self.huey.task(name="extract_features")(self._guarded(self._extract)),
+            "cluster": self.huey.task(name="cluster")(self._guarded(self._cluster)),
+            "retrain": self.huey.task(name="retrain")(self._guarded(self._retrain)),
+            "ignore_regions": self.huey.task(retries=3, retry_delay=30, name="ignore_regions")(
+                self._guarded(self._ignore_regions)
+            ),
+        }
+        self.huey.periodic_task(crontab(day_of_week="1", hour="3", minute="0"), name="weekly_retrain")(
+            self._weekly_retrain
+        )
+
+    def _guarded(self, work: Callable[[str], object]) -> Callable[[str], str]:
+        def run(job_id: str) -> str:
+            try:
+                work(job_id)
+                return job_id
+            except Exception as exc:  # recorded for the user; the job is failed, not retried forever
+                log.exception("job %s failed", job_id)
+                _update(self.sessions, job_id, state="failed", message=f"{type(exc).__name__}: {exc}"[:1000])
+                raise
+
+        return run
+
+    def _extract(self, job_id: str) -> None:
+        from trapline.server.clustering.extract import work_on
+
+        work_on(self.settings, self.sessions, job_id)
+
+    def _cluster(self, job_id: str) -> None:
+        from trapline.server.clustering.run import run_clustering_job
+
+        run_clustering_job(self.settings, self.sessions, job_id)
+
+    def _retrain(self, job_id: str) -> None:
+        from trapline.server.learning.retrain import run_retrain_job
+
+        run_retrain_job(self.settings, self.sessions, job_id)
+
+    def _ignore_regions(self, job_id: str) -> None:
+        from trapline.server.learning.negatives import run_ignore_regions_job
+
+        run_ignore_regions_job(self.settings, self.sessions, job_id)
+
+    def _weekly_retrain(self) -> None:
+        from trapline.server.learning.retrain import retraining_due
+
+        due, why = retraining_due(self.settings, self.sessions)
+        log.info("weekly retraining check: %s", why)
+        if due:
+            self.enqueue("retrain", {"trigger": "schedule", "why": why})
+
+    def enqueue(self, kind: str, params: dict[str, Any], parallel: int = 1) -> str:
+        """Record a job and queue it; `parallel` tasks let that many workers share it (extraction)."""
+        if kind not in self.tasks:
+            raise ValueError(f"unknown job kind {kind!r}")
+        job_id = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        with transaction(self.sessions) as session:
+            session.add(Job(id=job_id, kind=kind, params=params, state="queued", progress=0.0,
+                            created_at=now, updated_at=now))  # fmt: skip
+        for _ in range(parallel):
+            self.tasks[kind](job_id)
+        return job_id
 
     def _dataset_zip(self, job_id: str) -> str:
         try:
@@ -137,14 +204,21 @@ class JobQueue:
     def recover(self) -> int:
         """Queue again the jobs a dead worker left unfinished; returns how many."""
         pending = {t.args[0] for t in self.huey.pending() if t.args}
+        with transaction(self.sessions) as session:
+            # a worker that died while planning an extraction: plan it again from scratch
+            for job in session.scalars(select(Job).where(Job.state == "planning")):
+                session.execute(delete(WorkChunk).where(WorkChunk.job_id == job.id))
+                job.state = "queued"
         with self.sessions() as session:
-            unfinished = session.scalars(select(Job.id).where(Job.state.in_(("queued", "running"))))
-            stuck = [job_id for job_id in unfinished if job_id not in pending]
-        for job_id in stuck:
+            unfinished = session.execute(
+                select(Job.id, Job.kind).where(Job.state.in_(("queued", "running")))
+            ).all()
+            stuck = [(job_id, kind) for job_id, kind in unfinished if job_id not in pending]
+        for job_id, kind in stuck:
             log.warning("job %s was left unfinished by a stopped worker; queueing it again", job_id)
-            self.dataset_zip(job_id)
+            self.tasks.get(kind, self.dataset_zip)(job_id)
         return len(stuck)
 
-    def run_worker(self, workers: int = 1) -> None:
+    def run_worker(self, workers: int = 1, periodic: bool = True) -> None:
         self.recover()
-        self.huey.create_consumer(workers=workers, periodic=False).run()
+        self.huey.create_consumer(workers=workers, periodic=periodic).run()

@@ -39,8 +39,9 @@ def frame_query(
     since: datetime | None,
     until: datetime | None,
     min_conf: float | None,
+    night: bool | None = None,
 ) -> Select[Any]:
-    """Frames by trap, category (or a species a biologist labelled), time and confidence."""
+    """Frames by trap, category (or a species a biologist labelled), time, confidence, day/night."""
     query = select(DetectionFrame)
     if device_id:
         query = query.where(DetectionFrame.device_id == device_id)
@@ -56,6 +57,8 @@ def frame_query(
         query = query.where(DetectionFrame.captured_at < until)
     if min_conf is not None:
         query = query.where(DetectionFrame.max_conf >= min_conf)
+    if night is not None:
+        query = query.where(DetectionFrame.night.is_(night))
     return query
 
 

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# Install the Trapline agent on a Raspberry Pi (Raspberry Pi OS, Python 3.11). Run as root from a
-# checkout of the repository:  sudo systemd/install-edge.sh /path/to/agent.yaml
+# Turn a fresh 64-bit Raspberry Pi OS into a trap, in one command, as root, from a copy of this
+# repository (a USB stick is enough):
+#   sudo systemd/install-edge.sh --device trap-07 --server https://fleet.example.org --token TOKEN \
+#        --site ridge-north --lat -41.29 --lon 174.78 --height 0.8 --heading 135 --reference-photo scene.jpg
+# Installs the agent into /opt/trapline/venv from the Pi's pinned packages (edge/requirements-pi.txt,
+# the versions `make arm64-check` verified), then runs `trapline provision` with the same arguments
+# (enrolment, config, secrets, keyring, unit, `trapline edge check`). The agent is started only
+# once provisioning has written its password: never without one.
+# Without network at the site: `--wheels DIR` (made beforehand with `make pi-wheels`) and
+# `--offline FILE` (from `trapline server device enrol-offline`).
 set -euo pipefail
-config=${1:?usage: install-edge.sh AGENT_CONFIG.yaml}
 here=$(cd "$(dirname "$0")/.." && pwd)
-
-id trapline >/dev/null 2>&1 || useradd --system --home /var/lib/trapline --shell /usr/sbin/nologin trapline
-usermod -aG video trapline  # the camera
-install -d -o trapline -g trapline /var/lib/trapline /var/lib/trapline/quarantine
-install -d /etc/trapline /opt/trapline
-python3 -m venv --system-site-packages /opt/trapline/venv  # picamera2 comes from apt on the Pi
-/opt/trapline/venv/bin/pip install --upgrade "${here}[edge]"
-install -m 0644 "${here}/README.md" /opt/trapline/README.md
-install -m 0640 -g trapline "$config" /etc/trapline/agent.yaml
-if [ ! -f /etc/trapline/mqtt-password ]; then
-  echo "write the trap's MQTT password to /etc/trapline/mqtt-password (mode 0600), then restart" >&2
-  install -m 0600 /dev/null /etc/trapline/mqtt-password
-fi
-install -m 0644 "${here}/systemd/trapline-edge.service" /etc/systemd/system/trapline-edge.service
-systemctl daemon-reload
-systemctl enable --now trapline-edge.service
-/opt/trapline/venv/bin/trapline edge check --config /etc/trapline/agent.yaml
+venv=/opt/trapline/venv
+pip_from=()
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --wheels) pip_from=(--no-index --find-links "$2"); shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "run as root: sudo $0 ..." >&2; exit 2; }
+install -d /opt/trapline
+[ -x "$venv/bin/python" ] || python3 -m venv --system-site-packages "$venv"  # picamera2 comes from apt
+"$venv/bin/pip" install --quiet "${pip_from[@]}" --constraint "$here/edge/requirements-pi.txt" "${here}[edge]"
+install -m 0644 "$here/README.md" /opt/trapline/README.md
+exec "$venv/bin/trapline" provision --venv "$venv" "${args[@]}"

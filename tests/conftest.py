@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -21,11 +21,17 @@ from paho.mqtt.properties import Properties
 
 from trapline.cli.broker import MosquittoBroker
 
+if TYPE_CHECKING:
+    from tests.support.ota import Release, ReleaseKit
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "edge" / "samples"
 SHARED = ROOT.parent / "shared"
 CAMTRAP = SHARED / "data" / "camtrap-dev"
 SHARED_WEIGHTS = SHARED / "weights"
+# Waits on a spawned process are multiplied by this: `make arm64-check` runs the tests under
+# qemu-aarch64, where starting Python and loading a model take a minute, not a second.
+TIME_SCALE = float(os.environ.get("TRAPLINE_TEST_TIME_SCALE", "1"))
 
 
 def needs_shared(path: Path) -> Path:
@@ -123,3 +129,16 @@ def start_agent(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
             stderr=log_file,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+
+
+# --- model releases (built once per session: each build runs the detector on its reference frame) --
+@pytest.fixture(scope="session")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> ReleaseKit:
+    from tests.support.ota import ReleaseKit
+
+    return ReleaseKit(tmp_path_factory.mktemp("releases"))
+
+
+@pytest.fixture(scope="session")
+def release_v2(kit: ReleaseKit) -> Release:
+    return kit.build("2")

@@ -31,5 +31,15 @@ def test_demo_runs_the_whole_fleet(tmp_path: Path, capsys: pytest.CaptureFixture
     }
     assert db.execute("SELECT COUNT(*) FROM dead_letters").fetchone() == (0,)
     stored = {p.name for p in (tmp_path / "data" / "media").rglob("*") if p.is_file()}
-    # both traps replay the same photos: identical pictures are one file, linked twice
+    # a burst is one picture taken three times: identical pictures are one file, linked thrice
     assert stored == {row[0] for row in db.execute("SELECT DISTINCT sha256 FROM media")}
+    # each trap its own photos, at made-up times spread over past days and nights
+    files = dict(
+        db.execute(
+            "SELECT device_id, GROUP_CONCAT(DISTINCT image_file) FROM detection_frames GROUP BY device_id"
+        )
+    )
+    assert not set(files["trap-01"].split(",")) & set(files["trap-02"].split(","))
+    times = [row[0] for row in db.execute("SELECT captured_at FROM detection_frames ORDER BY captured_at")]
+    assert len(set(times)) == len(times) and times[0] < times[-1]
+    assert db.execute("SELECT COUNT(*) FROM deployments WHERE latitude IS NOT NULL").fetchone() == (2,)

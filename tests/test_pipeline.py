@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, SHARED_WEIGHTS, needs_shared
-from trapline.bundle import generate_keys, verify_bundle
+from trapline.bundle import verify_bundle
 from trapline.edge.agent import Agent
 from trapline.edge.config import AgentConfig
 from trapline.export.bundle import build_bundle
 from trapline.export.exporter import ExportCheckError, export_all
+from trapline.keyring import generate_keys
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ def test_train_export_bundle_and_run_on_the_trap(tmp_path: Path, camtrap: Path) 
     config = AgentConfig.model_validate({
         "device_id": "trap-test",
         "source": {"type": "replay", "files": [str(SAMPLES)], "count": 3},
-        "model": {"path": str(bundle), "public_key": str(tmp_path / "keys" / "k.pub"), "fallback_to_packaged": False},
+        "model": {"path": str(bundle), "keyring": str(tmp_path / "keys" / "k.pub"), "fallback_to_packaged": False},
         "spool": {"path": str(tmp_path / "spool.sqlite")},
         "quarantine_dir": str(tmp_path / "q"),
     })  # fmt: skip

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Literal
 
+from trapline.contracts import CATEGORIES
+
 DEFAULT_WEIGHTS = Path("../shared/weights/yolov8n-coco.pt")
 
 
@@ -192,7 +194,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     prep.add_argument("--yolo-labels", type=Path, help="folder of YOLO txt labels")
     prep.add_argument("--yolo-classes", help="class names of the YOLO labels, comma-separated")
     prep.add_argument("--species", type=Path, help="CSV with file,species")
-    prep.add_argument("--classes", default="animal,person,vehicle", help="detector classes")
+    prep.add_argument("--classes", default=",".join(CATEGORIES), help="detector classes")
     prep.add_argument("--burst-gap", type=float, default=1.0, help="thin images closer than this (s)")
     prep.add_argument("--seed", type=int, default=0)
     prep.set_defaults(handler=_prepare)

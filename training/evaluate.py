@@ -29,16 +29,18 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from trapline.training.boxes import yolo_to_md
 from trapline.training.metrics import (
     Box,
     ImageResult,
     box_summary,
     choose_thresholds,
     coco_matches,
+    confusion_matrix,
     coverage_curve,
     image_summary,
 )
-from trapline.training.records import ImageRecord, read_jsonl, record_key
+from trapline.training.records import ImageRecord, LabelBox, read_jsonl, record_key
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,11 @@ class Dataset:
 
     @classmethod
     def load(cls, path: Path) -> Dataset:
-        """A folder written by `trapline train prepare` (or its data.yaml)."""
+        """A folder written by `trapline train prepare` (or its data.yaml), or any Ultralytics
+        dataset's data.yaml (`from_yolo`)."""
         root = path.parent if path.suffix in (".yaml", ".yml") else path
+        if not (root / "sources.json").is_file():
+            return cls.from_yolo(path if path.suffix in (".yaml", ".yml") else root / "data.yaml")
         names = yaml.safe_load((root / "data.yaml").read_text())["names"]
         classes = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         roots = {k: Path(v) for k, v in json.loads((root / "sources.json").read_text()).items()}
@@ -125,6 +130,42 @@ class Dataset:
             json.loads((root / "splits.json").read_text()),
             roots,
         )
+
+    @classmethod
+    def from_yolo(cls, data_yaml: Path) -> Dataset:
+        """A plain Ultralytics dataset (images/<split>, labels/<split>; the server's retraining
+        builds one): every photo has complete boxes made by people, its image-level label is the
+        classes of its boxes ([] = empty), and all photos belong to one site."""
+        from PIL import Image
+
+        data = yaml.safe_load(data_yaml.read_text())
+        root = Path(data.get("path") or data_yaml.parent)
+        root = root if root.is_absolute() else data_yaml.parent / root
+        names = data["names"]
+        classes = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        records, splits = [], {}
+        for split in ("train", "val", "test"):
+            if not data.get(split):
+                continue
+            folder = root / data[split]
+            for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+                label = Path(str(image.parent).replace("images", "labels")) / f"{image.stem}.txt"
+                lines = label.read_text().splitlines() if label.is_file() else []
+                boxes = []
+                for line in filter(str.strip, lines):
+                    cls_id, cx, cy, w, h = line.split()[:5]
+                    bbox = yolo_to_md((float(cx), float(cy), float(w), float(h)))
+                    boxes.append(LabelBox(category=classes[int(cls_id)], bbox=bbox, source="yolo labels"))
+                with Image.open(image) as opened:
+                    width, height = opened.size
+                record = ImageRecord(
+                    file=str(image.relative_to(root)), sha256="", width=width, height=height, site="all",
+                    night=False, boxes=boxes, labelled=True, present=sorted({b.category for b in boxes}),
+                    present_source="labels",
+                )  # fmt: skip
+                records.append(record)
+                splits[record_key(record)] = split
+        return cls(root, classes, records, splits, {"": root})
 
     def split(self, name: str) -> list[ImageRecord]:
         return [r for r in self.records if self.splits.get(record_key(r)) == name]
@@ -185,6 +226,8 @@ class ModelReport:
     boxes_independent: dict[str, Any]
     per_site: dict[str, dict[str, Any]] = field(default_factory=dict)
     coverage: list[dict[str, float]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # the confusion matrix's order
+    confusion: list[list[int]] = field(default_factory=list)  # rows true, columns predicted (+ background)
 
 
 def score(
@@ -250,9 +293,46 @@ def evaluate(
     chosen, how, val = choose_model_thresholds(loaded, dataset, model, thresholds, target_precision)
     results = val if split == "val" and val is not None else predict_split(loaded, dataset, split)
     image, boxes, independent, per_site = score(results, classes, chosen)
+    confusion = confusion_matrix(results, classes, chosen)
     return ModelReport(
-        loaded.name, role, split, chosen, how, image, boxes, independent, per_site, coverage_curve(results)
-    )
+        loaded.name, role, split, chosen, how, image, boxes, independent, per_site, coverage_curve(results),
+        classes, confusion,
+    )  # fmt: skip
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """A model report's (`asdict(ModelReport)`) few numbers, flat: what the server's model list and
+    dashboard show and its retraining gate reads (server.learning.gate), plus the curves and the
+    confusion matrix the dashboard charts."""
+    image, boxes = report["image"], report["boxes"]
+    animal = boxes["per_class"].get("animal", {})
+    thresholds = report.get("thresholds", {})
+    how = " ".join(report.get("thresholds_how", {}).values())
+    target = float(how.split("precision >=")[1].split()[0]) if "precision >=" in how else None
+    return {
+        "split": report["split"],
+        "images": image.get("images"),
+        "map50": boxes["map50"],
+        "map50_95": boxes["map50_95"],
+        "classes_present": boxes["classes_present"],
+        "precision": animal.get("precision50"),
+        "recall": boxes["box_recall50"],
+        "f1": animal.get("f1"),
+        "image_accuracy": image.get("accuracy"),
+        "empty_fp_rate": image.get("empty_fp_rate"),
+        "empty_false_positive_rate": image.get("empty_fp_rate"),
+        "animal_recall": image.get("animal_recall"),
+        "per_class": boxes["per_class"],
+        "pr_curves": boxes.get("pr_curves", {}),
+        "classes": report.get("classes", []),
+        "confusion": report.get("confusion", []),
+        "conf_threshold": thresholds.get("animal"),
+        "threshold_curve": [
+            {"confidence": p["confidence"], "handled": p["coverage"], "accuracy": p["accuracy"]}
+            for p in report.get("coverage", [])
+        ],
+        "threshold_for_precision": {"target_precision": target, "threshold": thresholds.get("animal")},
+    }
 
 
 # ---- report -------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from trapline.contracts import MEGADETECTOR_CATEGORIES
 from trapline.edge.imaging import is_night
 from trapline.training.boxes import clip_md, coco_to_md, yolo_to_md
 from trapline.training.records import ImageRecord, LabelBox
@@ -99,7 +100,7 @@ def _exif(path: Path) -> tuple[datetime | None, str | None]:
 
 def read_megadetector(path: Path, threshold: float, ignore_below: float) -> dict[str, Labels]:
     data = json.loads(path.read_text())
-    names = data.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})
+    names = data.get("detection_categories", MEGADETECTOR_CATEGORIES)
     labels: dict[str, Labels] = {}
     for image in data["images"]:
         if "failure" in image and image.get("detections") is None:

@@ -59,6 +59,9 @@ class Matches:
     instances: dict[str, int]
     ap50: dict[str, float]
     ap50_95: dict[str, float]
+    # per class present: COCOeval's interpolated precision at recall 0, 0.01, ..., 1 (IoU 0.5), the
+    # curve AP50 averages; what the dashboard charts
+    pr50: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _quiet_coco() -> contextlib.AbstractContextManager[Any]:
@@ -114,11 +117,12 @@ def coco_matches(results: list[ImageResult], classes: list[str]) -> Matches:
         evaluator.evaluate()
         evaluator.accumulate()
     precision = evaluator.eval["precision"]  # [iou, recall, class, area, maxdets]
-    ap50, ap50_95 = {}, {}
+    ap50, ap50_95, pr50 = {}, {}, {}
     for k, name in enumerate(present):
         curve = precision[:, :, k, 0, -1]
         ap50[name] = float(np.mean(np.clip(curve[0], 0, None)))
         ap50_95[name] = float(np.mean(np.clip(curve, 0, None)))
+        pr50[name] = [round(float(v), 4) for v in np.clip(curve[0], 0, None)]
     scores: dict[str, list[float]] = defaultdict(list)
     matched: dict[str, list[bool]] = defaultdict(list)
     names = {ids[c]: c for c in present}
@@ -136,6 +140,7 @@ def coco_matches(results: list[ImageResult], classes: list[str]) -> Matches:
         instances,
         ap50,
         ap50_95,
+        pr50,
     )
 
 
@@ -147,12 +152,15 @@ def box_summary(matches: Matches, thresholds: dict[str, float]) -> dict[str, Any
             continue
         called = matches.scores[name] >= thresholds[name]
         found = int(matches.matched[name][called].sum())
+        recall = found / instances
+        precision = found / int(called.sum()) if called.any() else 0.0
         per_class[name] = {
             "instances": instances,
             "ap50": matches.ap50.get(name, 0.0),
             "ap50_95": matches.ap50_95.get(name, 0.0),
-            "recall50": found / instances,
-            "precision50": found / int(called.sum()) if called.any() else 0.0,
+            "recall50": recall,
+            "precision50": precision,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
             "threshold": thresholds[name],
         }
     total = sum(v["instances"] for v in per_class.values())
@@ -164,7 +172,54 @@ def box_summary(matches: Matches, thresholds: dict[str, float]) -> dict[str, Any
         "box_recall50": hits / total if total else None,
         "boxes": total,
         "per_class": per_class,
+        "pr_curves": {c: matches.pr50[c] for c in per_class if c in matches.pr50},
     }
+
+
+def iou_matrix(a: list[Box], b: list[Box]) -> np.ndarray:
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    xa = np.asarray([x.xyxy for x in a])
+    xb = np.asarray([x.xyxy for x in b])
+    lt = np.maximum(xa[:, None, :2], xb[None, :, :2])
+    rb = np.minimum(xa[:, None, 2:], xb[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (xa[:, 2:] - xa[:, :2]).prod(axis=1)
+    area_b = (xb[:, 2:] - xb[:, :2]).prod(axis=1)
+    return np.asarray(inter / (area_a[:, None] + area_b[None, :] - inter + 1e-12))
+
+
+def confusion_matrix(
+    results: Iterable[ImageResult], classes: list[str], thresholds: dict[str, float]
+) -> list[list[int]]:
+    """Rows: true class (then background), columns: predicted class (then background), over
+    photos with complete truth and boxes at their class's threshold. A prediction is paired with
+    the free truth box it overlaps most (IoU >= 0.5, any class; best confidence first): a pair of
+    different classes is a confusion, an unpaired prediction a false box, an unpaired truth a miss.
+    Truth of classes the model does not have is left out, as in `coco_matches`."""
+    index = {c: i for i, c in enumerate(classes)}
+    background = len(classes)
+    matrix = np.zeros((len(classes) + 1, len(classes) + 1), dtype=int)
+    for result in results:
+        if result.truth is None:
+            continue
+        truth = [b for b in result.truth if b.category in index]
+        kept = (
+            b for b in result.predicted if b.category in index and b.conf >= thresholds.get(b.category, 1.1)
+        )
+        predicted = sorted(kept, key=lambda b: -b.conf)
+        ious = iou_matrix(predicted, truth)
+        free = set(range(len(truth)))
+        for p, box in enumerate(predicted):
+            best = max(free, key=lambda t: ious[p, t], default=None)
+            if best is not None and ious[p, best] >= 0.5:
+                free.discard(best)
+                matrix[index[truth[best].category], index[box.category]] += 1
+            else:
+                matrix[background, index[box.category]] += 1
+        for t in free:
+            matrix[index[truth[t].category], background] += 1
+    return [[int(v) for v in row] for row in matrix]
 
 
 def _animal_score(result: ImageResult) -> float:

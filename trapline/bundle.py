@@ -2,62 +2,49 @@
 
 A bundle is a directory (or a .tar.gz of one) with the model file(s), `manifest.json` and
 `manifest.sig`: the Ed25519 signature of manifest.json's exact bytes. The manifest lists the
-sha256 of every file. A trap loads a bundle only when the signature verifies against the public
-key it was provisioned with and every hash matches.
+sha256 of every file. A trap loads a bundle only when the signature verifies with a key of the
+keyring it was provisioned with, every hash matches and no file is there that the manifest does
+not list (an unsigned file must never be read as if it were part of the release). The model's
+bytes are read once: the bytes that were hashed are the bytes the runtime loads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import logging
+import os
 import tarfile
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from trapline.files import atomic_write, file_sha256
+from trapline.keyring import Keyring, KeyringError, key_id, read_private_key
 from trapline.manifest import MANIFEST_NAME, SIGNATURE_NAME, ModelManifest
 
 log = logging.getLogger(__name__)
+
+
+# what a downloaded archive may hold: a bundle is a model, a manifest and a few reports
+MAX_ARCHIVE_FILES = 64
+MAX_ARCHIVE_FILE_BYTES = 256 * 1024 * 1024
+MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 
 
 class BundleError(ValueError):
     """The bundle is incomplete, tampered with, or signed by a key we do not trust."""
 
 
-def generate_keys(private_path: Path, public_path: Path) -> None:
-    """A new Ed25519 key pair: private key PEM (mode 0600), public key PEM."""
-    key = Ed25519PrivateKey.generate()
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    atomic_write(private_path, pem, 0o600)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    atomic_write(public_path, public)
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise BundleError(f"{path} is not an Ed25519 private key")
-    return key
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"cannot read public key {path}: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise BundleError(f"{path} is not an Ed25519 public key")
-    return key
+@dataclass(frozen=True)
+class VerifiedBundle:
+    folder: Path
+    manifest: ModelManifest
+    model_bytes: bytes  # exactly the bytes whose sha256 matched the signed manifest
 
 
 def sign_bundle(folder: Path, manifest: ModelManifest, private_key: Path) -> ModelManifest:
@@ -69,25 +56,50 @@ def sign_bundle(folder: Path, manifest: ModelManifest, private_key: Path) -> Mod
     }
     if manifest.model_file not in files:
         raise BundleError(f"model file {manifest.model_file} is not in {folder}")
-    manifest = manifest.model_copy(update={"files": files})
+    try:
+        signer = read_private_key(private_key)
+    except KeyringError as exc:
+        raise BundleError(str(exc)) from exc
+    manifest = manifest.model_copy(update={"files": files, "key_id": key_id(signer.public_key())})
     body = manifest.to_json()
     atomic_write(folder / MANIFEST_NAME, body)
-    atomic_write(folder / SIGNATURE_NAME, load_private_key(private_key).sign(body))
+    atomic_write(folder / SIGNATURE_NAME, signer.sign(body))
     return manifest
 
 
-def verify_bundle(folder: Path, public_key: Path) -> ModelManifest:
-    """The bundle's manifest if signature and hashes check out; BundleError saying what failed."""
+def _trusted(trust: Keyring | Path) -> Keyring:
+    try:
+        return trust if isinstance(trust, Keyring) else Keyring.load(trust)
+    except KeyringError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def verify_bundle(folder: Path, trust: Keyring | Path) -> ModelManifest:
+    """The bundle's manifest if its signature verifies with a trusted key (a keyring, or a keyring
+    folder / public key file), every hash checks out and no file is unlisted; BundleError saying
+    what failed."""
+    return load_verified_bundle(folder, trust).manifest
+
+
+def load_verified_bundle(folder: Path, trust: Keyring | Path) -> VerifiedBundle:
+    """Verify the bundle (as `verify_bundle`) and return its manifest with the model's bytes,
+    read once: the bytes that were hashed."""
     manifest_path, signature_path = folder / MANIFEST_NAME, folder / SIGNATURE_NAME
     if not manifest_path.is_file() or not signature_path.is_file():
         raise BundleError(f"{folder}: not a bundle (needs {MANIFEST_NAME} and {SIGNATURE_NAME})")
     body = manifest_path.read_bytes()
+    keyring = _trusted(trust)
     try:
-        load_public_key(public_key).verify(signature_path.read_bytes(), body)
-    except InvalidSignature as exc:
+        # the signer's id is read before the signature is checked: it only picks the key to try
+        named = ModelManifest.model_validate_json(body).key_id
+    except ValidationError:
+        named = None
+    try:
+        keyring.verify(signature_path.read_bytes(), body, named)
+    except KeyringError as exc:
         raise BundleError(
-            f"{folder}: manifest signature does not verify with {public_key.name}"
-            " (tampered manifest, or signed by another key)"
+            f"{folder}: manifest signature does not verify: {exc} (tampered manifest, or signed by"
+            " a key this trap does not trust)"
         ) from exc
     try:
         manifest = ModelManifest.model_validate_json(body)
@@ -95,15 +107,30 @@ def verify_bundle(folder: Path, public_key: Path) -> ModelManifest:
         raise BundleError(f"{folder}: signed manifest is invalid: {exc}") from exc
     if manifest.model_file not in manifest.files:
         raise BundleError(f"{folder}: manifest does not list the model file {manifest.model_file}")
+    unlisted = sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name not in manifest.files and entry.name not in (MANIFEST_NAME, SIGNATURE_NAME)
+    )
+    if unlisted:
+        raise BundleError(
+            f"{folder}: {', '.join(unlisted[:5])} not listed in the signed manifest (dropped in?)"
+        )
+    model_bytes = b""
     for name, expected in manifest.files.items():
         path = folder / name
         if Path(name).name != name or not path.is_file():
             raise BundleError(f"{folder}: file {name} listed in the manifest is missing")
-        if file_sha256(path) != expected:
+        if name == manifest.model_file:
+            model_bytes = path.read_bytes()
+            actual = hashlib.sha256(model_bytes).hexdigest()
+        else:
+            actual = file_sha256(path)
+        if actual != expected:
             raise BundleError(
                 f"{folder}: {name} does not match its sha256 in the manifest (corrupt or tampered)"
             )
-    return manifest
+    return VerifiedBundle(folder, manifest, model_bytes)
 
 
 def pack_bundle(folder: Path, archive: Path) -> Path:
@@ -114,26 +141,55 @@ def pack_bundle(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def unpack_bundle(archive: bytes, target: Path) -> Path:
-    """Extract a downloaded bundle safely (plain files only, no paths) into `target`."""
+def unpack_bundle(
+    archive: bytes,
+    target: Path,
+    max_files: int = MAX_ARCHIVE_FILES,
+    max_file_bytes: int = MAX_ARCHIVE_FILE_BYTES,
+    max_total_bytes: int = MAX_ARCHIVE_BYTES,
+) -> Path:
+    """Extract a downloaded bundle safely into `target`: plain files only, no paths, no name twice,
+    and bounded in count and size (checked on each header, before its data is read), streamed
+    to disk so a large member never sits in memory."""
     target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        for member in tar.getmembers():
-            if not member.isfile() or Path(member.name).name != member.name:
-                raise BundleError(f"bundle archive holds an unexpected entry {member.name!r}")
-            source = tar.extractfile(member)
-            if source is None:
-                raise BundleError(f"bundle archive entry {member.name!r} cannot be read")
-            atomic_write(target / member.name, source.read())
+    seen: set[str] = set()
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            for member in tar:  # one header at a time: a bomb is refused before it is inflated
+                if not member.isfile() or Path(member.name).name != member.name or member.name in seen:
+                    raise BundleError(f"bundle archive holds an unexpected entry {member.name!r}")
+                seen.add(member.name)
+                if len(seen) > max_files:
+                    raise BundleError(f"bundle archive holds more than {max_files} files")
+                if member.size > max_file_bytes:
+                    raise BundleError(
+                        f"bundle archive entry {member.name!r} is {member.size} bytes"
+                        f" (limit {max_file_bytes})"
+                    )
+                total += member.size
+                if total > max_total_bytes:
+                    raise BundleError(f"bundle archive unpacks to more than {max_total_bytes} bytes")
+                source = tar.extractfile(member)
+                if source is None:
+                    raise BundleError(f"bundle archive entry {member.name!r} cannot be read")
+                _stream_to(target / member.name, source)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BundleError(f"bundle archive is damaged: {exc}") from exc
     return target
 
 
-def resolve_model_file(path: Path, public_key: Path) -> Path:
-    """The model file to load from `path`: a bundle directory is verified first (BundleError if it
-    does not check out); a bare model file is taken as is (development only)."""
-    if not path.is_dir():
-        log.warning("loading %s without a signed bundle (fine for development, not for a fleet)", path)
-        return path
-    manifest = verify_bundle(path, public_key)
-    log.info("bundle %s: %s v%s, signature and hashes verified", path, manifest.name, manifest.version)
-    return path / manifest.model_file
+def _stream_to(path: Path, source: IO[bytes]) -> None:
+    """Copy an archive member to `path` through a temp file, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            while block := source.read(1 << 20):
+                handle.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise

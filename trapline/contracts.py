@@ -20,7 +20,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -28,11 +31,15 @@ DEFAULT_PREFIX = "trapline"
 DETECTIONS_SCHEMA: Final = "trapline.detections/1"
 SEQUENCES_SCHEMA: Final = "trapline.sequences/1"
 HEARTBEAT_SCHEMA: Final = "trapline.heartbeat/1"
+IGNORE_REGIONS_SCHEMA: Final = "trapline.ignore-regions/1"
 
 # The categories a trap publishes (MegaDetector's three). A model's manifest maps its own classes
 # onto these; the server, the exports and the training sets use exactly this list.
 Category = Literal["animal", "person", "vehicle"]
 CATEGORIES: Final[tuple[Category, ...]] = ("animal", "person", "vehicle")
+# MegaDetector's numbering of the same categories (batch output JSON's "detection_categories"):
+# training reads it, the server's export writes it
+MEGADETECTOR_CATEGORIES: Final[dict[str, Category]] = {"1": "animal", "2": "person", "3": "vehicle"}
 
 # Longest values on the wire. The server stores them in columns of exactly these sizes, so a
 # message that validates always fits (a too-long field must be a dead letter, not a failed batch).
@@ -184,11 +191,22 @@ class DetectionMessage(_Message):
     model: ModelRef
     inference_ms: FiniteFloat = Field(ge=0, le=1e9)
     detections: list[Detection] = Field(max_length=1000)
+    # True when the trap's clock had not been set when it processed the frame (a Pi without an RTC
+    # before NTP reads 1970) or the capture time predates any real capture: the timestamps are
+    # kept as read, and must not be trusted or used to order anything.
+    clock_unsynced: bool = False
 
     @model_validator(mode="after")
     def _ids_of_this_device(self) -> DetectionMessage:
         _owned_by(self.device_id, self.id, self.sequence_id)
         return self
+
+    @model_serializer(mode="wrap")
+    def _flag_only_when_set(self, handler: SerializerFunctionWrapHandler, _info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not self.clock_unsynced:
+            data.pop("clock_unsynced", None)  # the usual case stays exactly DESIGN.md's message
+        return data
 
 
 class CategorySummary(_Message):
@@ -220,16 +238,40 @@ DeviceState = Literal["online", "offline", "stopped"]
 class StatusMessage(_Message):
     """Retained on `<prefix>/<device>/status`; the Last Will carries state `offline`.
 
-    `ts` is the trap's clock: shown, never used to order states (the server orders by arrival)."""
+    `ts` is the trap's clock when it sent the status: shown, never used to order states (the server
+    orders by arrival). The Last Will has no `ts`: the broker sends it long after it was written,
+    and only the receiver knows when."""
 
     state: DeviceState
-    ts: Timestamp
+    ts: Timestamp | None = None
     agent_version: Text = Field(max_length=VERSION_MAX)
     model: ModelRef | None = None
 
+    @model_serializer(mode="wrap")
+    def _no_empty_ts(self, handler: SerializerFunctionWrapHandler, _info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and self.ts is None:
+            data.pop("ts", None)
+        return data
+
+
+ViewState = Literal["ok", "shifted", "blocked"]
+
+
+class ViewCheck(_Message):
+    """The last comparison of a daytime frame with the scene's reference photo (tamper, drift)."""
+
+    state: ViewState
+    features_in_place: UnitFloat  # share of the reference's features found where they were
+    detail: UnitFloat  # the frame's edge energy against the reference's (a covered lens: near 0)
+    checked_at: Timestamp
+
 
 class Heartbeat(_Message):
-    """QoS 0 on `<prefix>/<device>/heartbeat`: how the trap is doing."""
+    """QoS 0 on `<prefix>/<device>/heartbeat`: how the trap is doing.
+
+    `view` was added later: a trap leaves it out until it has compared a frame with its reference
+    photo, so a heartbeat without it still reads as before."""
 
     schema_: Literal["trapline.heartbeat/1"] = Field(HEARTBEAT_SCHEMA, alias="schema")
     ts: Timestamp
@@ -242,25 +284,139 @@ class Heartbeat(_Message):
     disk_free_bytes: ByteCount | None = None
     cpu_temp_c: FiniteFloat | None = Field(None, ge=-100, le=200)
     last_error: Text | None = Field(None, max_length=REASON_MAX)
+    # Added later; absent from older traps. Messages the broker refused for good (MQTT 5 PUBACK
+    # >= 0x80) or the trap set aside (a topic it may no longer publish on): kept on the trap.
+    dead_letters: ByteCount | None = None
+    # spooled messages moved to this trap's current topics after its device id or prefix changed
+    rehomed: ByteCount | None = None
+    # damaged spools moved aside (each replaced by a fresh one) and still kept beside the spool
+    spool_resets: ByteCount | None = None
+    view: ViewCheck | None = None
+
+    def to_json(self) -> bytes:
+        # no `view` key at all until there is one: servers older than the field still accept it
+        exclude = {"view"} if self.view is None else None
+        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
 
-OtaStage = Literal["downloading", "verifying", "installed", "failed", "rolled_back"]
+# --- over-the-air model updates ------------------------------------------------------------------
+MODEL_COMMAND_SCHEMA: Final = "trapline.cmd.model/1"
+ROLLBACK_SCHEMA: Final = "trapline.rollback/1"
+# Release versions are dotted numbers ("3", "1.10.2") so a trap can tell newer from older.
+RELEASE_VERSION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
+ReleaseVersion = Annotated[str, Field(pattern=RELEASE_VERSION_PATTERN)]
+KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+# a bundle URL: a path on the trap's own server, or an absolute http(s) URL
+BundleUrl = Annotated[str, Field(max_length=FILE_MAX, pattern=r"^(/|https?://)[!-~]+$")]
+MAX_BUNDLE_BYTES = 4 * 1024**3
+MAX_DOWNLOAD_DELAY_S = 7 * 24 * 3600
 
 
-class OtaProgress(_Message):
-    ts: Timestamp
-    version: Text = Field(max_length=VERSION_MAX)
-    stage: OtaStage
-    reason: Text | None = Field(None, max_length=REASON_MAX)
+def version_key(version: str) -> tuple[int, ...] | None:
+    """A release version as numbers to compare ("1.0" == "1"); None when it is not a release version."""
+    if not re.match(RELEASE_VERSION_PATTERN, version):
+        return None
+    parts = [int(part) for part in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def rollback_statement(name: str, version: str, model_sha256: str) -> bytes:
+    """What a release key signs to allow one model (name, version, model file hash) back onto traps
+    that run a newer one. It names the model, not an archive, so any packing of the bundle will do."""
+    return f"{ROLLBACK_SCHEMA}\n{name}\n{version}\n{model_sha256}\n".encode()
+
+
+class RollbackGrant(_Message):
+    """A signed rollback: a trusted release key's Ed25519 signature over `rollback_statement`."""
+
+    key_id: KeyId
+    signature: str = Field(pattern=r"^[A-Za-z0-9+/]{86}==$", description="base64 Ed25519 signature")
 
 
 class ModelCommand(_Message):
-    """Retained on `<prefix>/<device>/cmd/model`: the release the trap should run."""
+    """Retained on `<prefix>/<device>/cmd/model`: the release the trap should run.
 
-    version: Text = Field(max_length=VERSION_MAX)
-    url: Text = Field(max_length=FILE_MAX)
-    sha256: Sha256
-    signature: Text = Field(max_length=1000)
+    Nothing here is trusted on its own: the bundle's signed manifest must agree with name, version
+    and model hash, and a version lower than the running one needs a `rollback` grant that a
+    trusted release key signed. The unsigned fields let a trap refuse early (before downloading)."""
+
+    schema_: Literal["trapline.cmd.model/1"] = Field(MODEL_COMMAND_SCHEMA, alias="schema")
+    release_id: int = Field(ge=1, le=INT32_MAX)
+    rollout_id: int | None = Field(None, ge=1, le=INT32_MAX)
+    name: Text = Field(min_length=1, max_length=MODEL_NAME_MAX)
+    version: ReleaseVersion
+    url: BundleUrl
+    sha256: Sha256  # of the bundle archive (.tar.gz) the URL serves
+    size: int = Field(gt=0, le=MAX_BUNDLE_BYTES)
+    model_sha256: Sha256  # of the model file inside: a trap already running it has nothing to do
+    key_id: KeyId  # the release key that signed the manifest
+    runtime: str = Field(pattern=r"^[a-z0-9-]{1,16}$", description="model format key (trapline/formats.py)")
+    min_agent_version: ReleaseVersion | None = None
+    rollback: RollbackGrant | None = None
+    download_delay_s: int = Field(0, ge=0, le=MAX_DOWNLOAD_DELAY_S)  # spreads a fleet's downloads
+    issued_at: Timestamp
+
+
+OtaStage = Literal[
+    "received",  # a new desired release
+    "waiting",  # for the update window or the download delay
+    "downloading",
+    "verifying",  # archive hash, manifest signature, file hashes, version and compatibility
+    "installing",  # into the inactive slot
+    "testing",  # self-test on the bundle's reference frames
+    "switched",  # running the new model, inside the health window
+    "installed",  # health window passed: done
+    "retrying",  # a transient failure (network, disk full): tried again later
+    "failed",  # gave up on this release after repeated transient failures
+    "refused",  # will not install: tampered, downgrade, incompatible, malformed command
+    "rolled_back",  # self-test failed, crashed or too slow after the switch: back on the old model
+]
+OTA_FAILURE_STAGES: Final[tuple[OtaStage, ...]] = ("failed", "refused", "rolled_back")
+
+
+class OtaProgress(_Message):
+    """On `<prefix>/<device>/ota`: every step of an update, and why one failed."""
+
+    ts: Timestamp
+    release_id: int | None = Field(None, ge=1, le=INT32_MAX)
+    version: Text | None = Field(None, max_length=VERSION_MAX)
+    stage: OtaStage
+    reason: Text | None = Field(None, max_length=REASON_MAX)
+    bytes_done: ByteCount | None = None
+    bytes_total: ByteCount | None = None
+    model: ModelRef | None = None  # what the trap runs after this step
+    previous: ModelRef | None = None  # what it ran before the switch (kept for going back)
+    switch_ms: FiniteFloat | None = Field(None, ge=0, le=1e9)
+
+
+# A look signature: the box's crop as 16x16 greyscale bytes, hex-encoded (row-major). Cheap to
+# compute on a Pi; compared by normalised cross-correlation (edge/ignore_regions.py).
+LOOK_SIDE: Final = 16
+LookSignature = Annotated[str, Field(pattern=rf"^[0-9a-f]{{{2 * LOOK_SIDE * LOOK_SIDE}}}$")]
+MAX_IGNORE_REGIONS = 200
+
+
+class IgnoreRegion(_Message):
+    """A static false positive of this camera that a reviewer marked "not an animal"."""
+
+    bbox: tuple[UnitFloat, UnitFloat, UnitFloat, UnitFloat]
+    signature: LookSignature
+    source: MessageId  # the frame the reviewer saw it in
+
+
+class IgnoreRegionsCommand(_Message):
+    """Retained on `<prefix>/<device>/cmd/ignore-regions`: the whole memory, replaced each time.
+
+    The trap demotes a detection overlapping a region (IoU >= `min_iou`) whose look correlates with
+    the region's (>= `min_similarity`): the same stump in the same place, not an animal passing it."""
+
+    schema_: Literal["trapline.ignore-regions/1"] = Field(IGNORE_REGIONS_SCHEMA, alias="schema")
+    ts: Timestamp
+    min_iou: UnitFloat = 0.5
+    min_similarity: UnitFloat = 0.8
+    regions: list[IgnoreRegion] = Field(max_length=MAX_IGNORE_REGIONS)
 
 
 # --- the one table of topics ------------------------------------------------------------------
@@ -269,7 +425,9 @@ class ModelCommand(_Message):
 Writer = Literal["device", "server"]
 
 
-TopicKind = Literal["status", "detections", "sequences", "heartbeat", "ota", "cmd/model"]
+TopicKind = Literal[
+    "status", "detections", "sequences", "heartbeat", "ota", "cmd/model", "cmd/ignore-regions"
+]
 
 
 @dataclass(frozen=True)
@@ -291,8 +449,18 @@ _TOPIC_SPECS = (
     TopicSpec("detections", "device", 1, False, DetectionMessage, "one message per processed frame"),
     TopicSpec("sequences", "device", 1, False, SequenceSummary, "one summary per closed burst"),
     TopicSpec("heartbeat", "device", 0, False, Heartbeat, "vital signs, best effort"),
-    TopicSpec("ota", "device", 1, False, OtaProgress, "model update progress"),
-    TopicSpec("cmd/model", "server", 1, True, ModelCommand, "the release the trap should run"),
+    TopicSpec("ota", "device", 1, False, OtaProgress, "model update progress and failures"),
+    TopicSpec(
+        "cmd/model",
+        "server",
+        1,
+        True,
+        ModelCommand,
+        "the release the trap should run; an empty retained payload clears it",
+    ),
+    TopicSpec(
+        "cmd/ignore-regions", "server", 1, True, IgnoreRegionsCommand, "static false positives to demote"
+    ),
 )
 TOPICS: Final[dict[TopicKind, TopicSpec]] = {spec.kind: spec for spec in _TOPIC_SPECS}
 TOPIC_KINDS: Final[tuple[TopicKind, ...]] = tuple(TOPICS)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trapline.contracts import Category, as_category
+from trapline.contracts import RELEASE_VERSION_PATTERN, Category, as_category
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -56,6 +56,33 @@ class Thresholds(BaseModel):
         return self.per_class.get(category or name, self.conf)
 
 
+class ReferenceDetection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: Category
+    conf: float = Field(ge=0.0, le=1.0)
+    bbox: tuple[float, float, float, float] = Field(description="[x, y, width, height], normalised")
+
+
+class ReferenceFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="a picture in the bundle (listed in `files`, so hashed and signed)")
+    detections: list[ReferenceDetection] = Field(description="what the model found in it at build time")
+
+
+class SelfTest(BaseModel):
+    """What the model must still find on the trap before it may replace the running one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames: list[ReferenceFrame] = Field(min_length=1)
+    conf_tolerance: float = Field(
+        0.1, ge=0.0, le=1.0, description="largest confidence difference (runtimes differ a little)"
+    )
+    min_iou: float = Field(0.7, ge=0.0, le=1.0, description="smallest overlap of a box with its reference")
+
+
 class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,8 +100,17 @@ class ModelManifest(BaseModel):
     )
     thresholds: Thresholds = Field(default_factory=Thresholds)
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
+    key_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{16}$", description="id of the release key that signed this manifest"
+    )
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    self_test: SelfTest | None = Field(
+        None, description="reference frames and expected detections a trap checks before switching"
+    )
+    min_agent_version: str | None = Field(
+        None, pattern=RELEASE_VERSION_PATTERN, description="oldest agent that can run this bundle"
+    )
 
     @model_validator(mode="after")
     def _categories_match_classes(self) -> ModelManifest:

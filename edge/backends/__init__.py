@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trapline.edge.backends.base import BackendInfo, InferenceBackend, ModelLoadError, TensorSpec
-from trapline.edge.backends.litert import LiteRtBackend
 from trapline.edge.backends.onnxruntime import OnnxRuntimeBackend
-from trapline.edge.backends.tflite_runtime import TfliteRuntimeBackend
+from trapline.edge.backends.tflite import LiteRtBackend, TfliteRuntimeBackend
 from trapline.formats import format_for_path
 
 BACKENDS: dict[str, type[InferenceBackend]] = {
@@ -24,8 +23,11 @@ __all__ = [
 ]
 
 
-def load_backend(path: Path, backend: str = "auto", threads: int = 2) -> InferenceBackend:
-    """Load `path` with the named backend, or the first installed one that runs its format."""
+def load_backend(
+    path: Path, backend: str = "auto", threads: int = 2, content: bytes | None = None
+) -> InferenceBackend:
+    """Load `path` (or `content`, the model's bytes) with the named backend, or the first
+    installed one that runs its format."""
     try:
         fmt = format_for_path(path)
     except ValueError as exc:
@@ -35,5 +37,5 @@ def load_backend(path: Path, backend: str = "auto", threads: int = 2) -> Inferen
         if key not in fmt.backends:
             raise ModelLoadError(f"backend {key!r} cannot run {fmt.key} models ({path})")
         if BACKENDS[key].available():
-            return BACKENDS[key](path, threads)
+            return BACKENDS[key](path, threads, content)
     raise ModelLoadError(f"no runtime installed for {path.name}: install one of {', '.join(candidates)}")

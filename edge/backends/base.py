@@ -40,15 +40,22 @@ class BackendInfo:
 
 
 class InferenceBackend(ABC):
-    """A runtime holding one loaded model. `run` takes and returns raw (possibly int8) tensors."""
+    """A runtime holding one loaded model. `run` takes and returns raw (possibly int8) tensors.
+
+    The model is loaded from `content` (the bytes a bundle's verification hashed), read from
+    `path` once when not given; `path` then only names it."""
 
     key: ClassVar[str]
 
-    def __init__(self, path: Path, threads: int) -> None:
-        if not path.is_file():
-            raise ModelLoadError(f"model file not found: {path}")
+    def __init__(self, path: Path, threads: int, content: bytes | None = None) -> None:
+        if content is None:
+            try:
+                content = path.read_bytes()
+            except OSError as exc:
+                raise ModelLoadError(f"model file not found or unreadable: {path} ({exc})") from exc
         self.path = path
         self.threads = threads
+        self.content = content
         self.info = self._load()
 
     @classmethod

@@ -31,7 +31,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(self.content, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for every flavour of bad file
             raise ModelLoadError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

@@ -42,6 +42,11 @@ class FrameSource(ABC):
     def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
         """Release the camera or stream."""
 
+    def still_present(self, key: str) -> bool:
+        """Would the frame with this key be offered again if its "done" mark were forgotten? Only
+        sources that re-read stored files (a camera folder) say yes; a live camera never does."""
+        return False
+
 
 class SourceUnavailableError(RuntimeError):
     """The camera or stream cannot be opened now; the agent logs it and retries."""

@@ -46,6 +46,16 @@ def _key(relative: str, stat: os.stat_result) -> str:
     return f"folder:{relative}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def _parse_key(key: str) -> tuple[str, int, int] | None:
+    """(relative path, size, mtime_ns) of a key made by `_key`."""
+    head, _, rest = key.partition(":")
+    relative, _, signature = rest.rpartition(":")
+    relative, _, size = relative.rpartition(":")
+    if head != "folder" or not relative or not size.isdigit() or not signature.isdigit():
+        return None
+    return relative, int(size), int(signature)
+
+
 class FolderSource(FrameSource):
     def __init__(self, config: FolderSourceConfig) -> None:
         self.config = config
@@ -72,8 +82,10 @@ class FolderSource(FrameSource):
         """Files not processed yet, oldest first."""
         found = []
         stack = [self.config.path]
+        visited: set[Path] = set()
         while stack:
             folder = stack.pop()
+            visited.add(folder)
             try:
                 mtime_ns = folder.stat().st_mtime_ns
             except FileNotFoundError:
@@ -95,8 +107,23 @@ class FolderSource(FrameSource):
             self._folders[folder] = _Folder(mtime_ns, subfolders, done, quiet=not new)
             found.extend(new)
             stack.extend(subfolders)
+        # folders removed with their parent are never stat'ed again: forget them (bounded memory)
+        for gone in self._folders.keys() - visited:
+            del self._folders[gone]
         found.sort(key=lambda item: (item[1].st_mtime_ns, str(item[0])))
         return found
+
+    def still_present(self, key: str) -> bool:
+        """The file this key was made from is still there, unchanged: its mark must be kept."""
+        parsed = _parse_key(key)
+        if parsed is None:
+            return False
+        relative, size, mtime_ns = parsed
+        try:
+            stat = (self.config.path / relative).stat()
+        except OSError:
+            return False
+        return stat.st_size == size and stat.st_mtime_ns == mtime_ns
 
     def _ready(self, path: Path, stat: os.stat_result, now: float) -> bool:
         signature = (stat.st_size, stat.st_mtime_ns)

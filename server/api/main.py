@@ -12,13 +12,18 @@ from trapline.server.api.routes import (
     deployments,
     detections,
     devices,
+    enrolment,
     exports,
     inference,
     jobs,
     labels,
+    learning,
     media,
     models,
+    ota,
     session,
+    sites,
+    stats,
 )
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory
@@ -50,6 +55,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deployments,
         exports,
         labels,
+        enrolment,
+        sites,
+        ota,
+        learning,
+        stats,
     ):
         v1.include_router(module.router)
     v1.include_router(models.releases_router)

@@ -24,6 +24,8 @@ class DeviceHealth(BaseModel):
     disk_free_bytes: int | None
     cpu_temp_c: float | None
     last_error: str | None
+    # the trap's last tamper check (heartbeat `view`): ok / shifted / blocked; None before one
+    view_state: str | None = None
 
 
 class Box(BaseModel):

@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from trapline.contracts import MEGADETECTOR_CATEGORIES
 from trapline.server.models import DetectionFrame
 from trapline.server.queries import boxes_by_frame, frames_in
 
-CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
-_IDS = {name: key for key, name in CATEGORIES.items()}
+_IDS = {name: key for key, name in MEGADETECTOR_CATEGORIES.items()}
 
 
 def build(session: Session, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
@@ -40,6 +40,6 @@ def build(session: Session, since: datetime | None = None, until: datetime | Non
     detectors = sorted({f"{f.model_name} v{f.model_version}" for f in frames})
     return {
         "info": {"format_version": "1.4", "detector": ", ".join(detectors) or "none"},
-        "detection_categories": CATEGORIES,
+        "detection_categories": dict(MEGADETECTOR_CATEGORIES),
         "images": images,
     }

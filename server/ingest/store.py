@@ -7,13 +7,50 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trapline.contracts import DetectionMessage, Heartbeat, OtaProgress, SequenceSummary, StatusMessage
+from trapline.server.core.config import HeartbeatHistory
 from trapline.server.ingest.validate import Accepted
-from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, DeviceModelStatus, Sequence
+from trapline.server.models import (
+    DeadLetter,
+    Detection,
+    DetectionFrame,
+    Device,
+    HeartbeatSample,
+    Sequence,
+)
+from trapline.server.ota.progress import record_progress
+
+
+def _sample_heartbeat(
+    session: Session, device_id: str, beat: Heartbeat, now: datetime, history: HeartbeatHistory
+) -> None:
+    last = session.scalar(
+        select(func.max(HeartbeatSample.received_at)).where(HeartbeatSample.device_id == device_id)
+    )
+    if last is not None and now - last < history.sample_every:
+        return
+    session.execute(
+        delete(HeartbeatSample).where(
+            HeartbeatSample.device_id == device_id, HeartbeatSample.received_at < now - history.keep
+        )
+    )
+    session.add(
+        HeartbeatSample(
+            device_id=device_id,
+            received_at=now,
+            spool_depth=beat.spool_depth,
+            dropped=beat.dropped,
+            frames_processed=beat.frames_processed,
+            disk_free_bytes=beat.disk_free_bytes,
+            cpu_temp_c=beat.cpu_temp_c,
+            model_version=session.scalar(select(Device.model_version).where(Device.id == device_id)),
+        )
+    )
+    session.flush()
 
 
 def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]], key: str) -> set[str]:
@@ -48,7 +85,11 @@ class StoreResult:
 
 
 def store_batch(
-    session: Session, batch: Seq[Accepted], dead: Seq[tuple[str, str, bytes]], auto_register: bool = False
+    session: Session,
+    batch: Seq[Accepted],
+    dead: Seq[tuple[str, str, bytes]],
+    auto_register: bool = False,
+    history: HeartbeatHistory = HeartbeatHistory(),  # noqa: B008 - frozen, never mutated
 ) -> StoreResult:
     """Store a batch of messages and dead letters in the caller's transaction."""
     now = datetime.now(UTC)
@@ -112,17 +153,23 @@ def store_batch(
                 }
             )
         elif isinstance(message, StatusMessage):
+            # the Last Will carries no trap time: it happened when the broker sent it
+            state_at = message.ts or now
             values: dict[str, Any] = {
                 "state": message.state,
-                "state_at": message.ts,
+                "state_at": state_at,
                 "agent_version": message.agent_version,
             }
             if message.model is not None:
-                values |= {"model_name": message.model.name, "model_version": message.model.version}
+                values |= {
+                    "model_name": message.model.name,
+                    "model_version": message.model.version,
+                    "model_sha256": message.model.sha256,
+                }
             session.execute(
                 update(Device)
                 .where(Device.id == item.device_id)
-                .where(func.coalesce(Device.state_at, message.ts) <= message.ts)  # never go back in time
+                .where(func.coalesce(Device.state_at, state_at) <= state_at)  # never go back in time
                 .values(**values)
             )
         elif isinstance(message, Heartbeat):
@@ -133,16 +180,9 @@ def store_batch(
                     last_heartbeat_at=message.ts, heartbeat=message.model_dump(mode="json", by_alias=True)
                 )
             )
+            _sample_heartbeat(session, item.device_id, message, now, history)
         elif isinstance(message, OtaProgress):
-            session.add(
-                DeviceModelStatus(
-                    device_id=item.device_id,
-                    version=message.version,
-                    stage=message.stage,
-                    reason=message.reason,
-                    at=message.ts,
-                )
-            )
+            record_progress(session, item.device_id, message, now)
     inserted = _insert_ignore(session, DetectionFrame.__table__, frames, "id")
     new_boxes = [box for frame_id in inserted for box in boxes[frame_id]]
     if new_boxes:

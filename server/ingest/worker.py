@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import UPLINK_KINDS
+from trapline.credentials import reveal
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
 from trapline.server.ingest.store import store_batch
@@ -72,7 +73,7 @@ class IngestWorker:
         )
         self.client.manual_ack_set(True)
         if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+            self.client.username_pw_set(settings.mqtt_username, reveal(settings.mqtt_password))
         self.client.reconnect_delay_set(1, 30)
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
@@ -145,7 +146,13 @@ class IngestWorker:
         while not self._stop.is_set():
             try:
                 with transaction(self.sessions) as session:
-                    result = store_batch(session, accepted, dead, self.settings.auto_register)
+                    result = store_batch(
+                        session,
+                        accepted,
+                        dead,
+                        self.settings.auto_register,
+                        self.settings.heartbeat_history(),
+                    )
                 break
             except SQLAlchemyError as exc:
                 self.counters.db_errors += 1

@@ -39,6 +39,14 @@ def _unique_ids(collector: MqttCollector) -> set[str]:
     return {p["id"] for p in collector.payloads("/detections")}
 
 
+def _ids(config: dict[str, object], numbers: range) -> list[str]:
+    """The ids the agent gives frames `numbers`: "<device>:<installation>:<counter>"."""
+    spool = DetectionSpool(Path(config["spool"]["path"]), max_bytes=1 << 30)  # type: ignore[index]
+    installation = spool.installation_id
+    spool.close()
+    return [f"trap-07:{installation}:{n:09d}" for n in numbers]
+
+
 def test_broker_outage_loses_nothing(
     tmp_path: Path, broker: MosquittoBroker, collector: MqttCollector
 ) -> None:
@@ -63,7 +71,7 @@ def test_broker_outage_loses_nothing(
     ids = [m.id for m in messages]
     assert received_before_outage < frames  # the outage really happened mid-run
     assert spool_depth_during_outage > 0  # ... and results waited in the spool
-    assert sorted(set(ids)) == [f"trap-07:{n:09d}" for n in range(1, frames + 1)]
+    assert sorted(set(ids)) == _ids(config, range(1, frames + 1))
     # every frame belongs to exactly one sequence summary, and the counts add up
     summaries = {
         s.sequence_id: s
@@ -107,7 +115,7 @@ def test_kill_minus_nine_with_unsent_messages_loses_nothing(
     _finish(second, tmp_path / "agent2.log", timeout_s=180)
     assert collector.wait_for(lambda: len(_unique_ids(collector)) == frames, 30)
     # exactly ids 1..frames: a frame processed twice would have taken a new id past `frames`
-    assert sorted(_unique_ids(collector)) == [f"trap-07:{n:09d}" for n in range(1, frames + 1)]
+    assert sorted(_unique_ids(collector)) == _ids(config, range(1, frames + 1))
 
 
 def _png(width: int, height: int) -> bytes:
@@ -184,11 +192,14 @@ def test_last_will_marks_a_killed_trap_offline(
 ) -> None:
     source = {"type": "replay", "files": [str(SAMPLES)], "count": 10_000, "interval_s": 0.5}
     config = agent_config(tmp_path, broker.port, source, mqtt={
-        "host": "127.0.0.1", "port": broker.port, "keepalive_s": 5,
+        "host": "127.0.0.1", "port": broker.port, "keepalive_s": 5, "will_delay_s": 2,
     })  # fmt: skip
     agent = start_agent(write_config(tmp_path, config), tmp_path / "agent.log")
     assert collector.wait_for(lambda: "online" in [p["state"] for p in collector.payloads("/status")], 60)
     agent.send_signal(signal.SIGKILL)
     agent.wait()
-    # the broker notices the dead connection within 1.5 keepalives and sends the will
+    # the broker notices the dead connection within 1.5 keepalives and sends the will after its delay
     assert collector.wait_for(lambda: collector.payloads("/status")[-1]["state"] == "offline", 20)
+    will = collector.payloads("/status")[-1]
+    assert "ts" not in will  # written at connect time, sent at death: no stale time to mislead
+    assert will["agent_version"] and will["model"]["name"] == "trapline-nano"

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import SAMPLES, MqttCollector, agent_config, write_config
 from trapline.cli.broker import MosquittoBroker
+from trapline.edge.spool import DetectionSpool
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,8 @@ def test_password_from_environment_and_refused_credentials(
         right = _agent(config_path, tmp_path / "right.log", TRAPLINE_MQTT_PASSWORD="right-password")
         assert right.wait(120) == 0, (tmp_path / "right.log").read_text()
         ids = {p["id"] for p in collector.payloads("/detections")}
-        assert ids == {f"trap-07:{n:09d}" for n in range(1, 4)}
+        installation = DetectionSpool(tmp_path / "state" / "spool.sqlite", 1 << 30).installation_id
+        assert ids == {f"trap-07:{installation}:{n:09d}" for n in range(1, 4)}
     finally:
         collector.close()
         secured_broker.stop()

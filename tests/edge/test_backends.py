@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
 from trapline.edge.agent import AgentCounters, load_detector
-from trapline.edge.backends import ModelLoadError, load_backend
+from trapline.edge.backends import BACKENDS, ModelLoadError, load_backend
+from trapline.edge.backends.tflite import LiteRtBackend, TfliteBackend
 from trapline.edge.config import COCO_STAND_IN, PACKAGED_MODEL, PACKAGED_MODELS, AgentConfig
 from trapline.edge.detector import Detector
 
@@ -40,7 +42,7 @@ def test_backend_must_suit_the_format() -> None:
 
 def test_a_model_without_class_names_is_refused(tmp_path: Path) -> None:
     # a real ONNX model but with neither metadata names nor a manifest
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="onnx is not part of a trap's install (arm64 check)")
 
     model = onnx.load(str(PACKAGED_MODELS / "yolov8n-coco-int8-dynamic.onnx"))
     del model.metadata_props[:]
@@ -74,3 +76,22 @@ def test_tflite_prefers_litert_and_reads_embedded_metadata(tmp_path: Path) -> No
     assert detector.backend.key == "litert"
     assert detector.info.category_names == ("person", "vehicle", "animal")
     assert (detector.info.input_height, detector.info.input_width) == (640, 640)
+
+
+def test_one_tflite_backend_runs_any_interpreter_module(tmp_path: Path) -> None:
+    """LiteRT and tflite-runtime are the same class over two interpreter modules, both registered."""
+    assert BACKENDS["litert"] is LiteRtBackend
+    assert issubclass(BACKENDS["tflite-runtime"], TfliteBackend)
+    installed = importlib.util.find_spec("tflite_runtime") is not None
+    assert BACKENDS["tflite-runtime"].available() is installed
+
+    class RenamedLiteRt(TfliteBackend):  # what a third packaging of the interpreter would need
+        key = "renamed"
+        interpreter_module = "ai_edge_litert.interpreter"
+
+    backend = RenamedLiteRt(COCO_STAND_IN, threads=1)
+    assert backend.info.input.shape == (1, 640, 640, 3)
+    assert backend.info.metadata["names"]  # Ultralytics' embedded metadata was read
+    if not installed:
+        with pytest.raises(ModelLoadError, match="install one of tflite-runtime"):
+            load_backend(COCO_STAND_IN, backend="tflite-runtime")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, TIME_SCALE
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -12,7 +12,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "trapline.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120 * TIME_SCALE,
         check=False,
     )
 

@@ -66,7 +66,7 @@ def test_the_installed_package_carries_its_runtime_data(tmp_path: Path) -> None:
     }
     required = bundle | {
         "trapline/contracts.py",
-        "trapline/edge/models/trapline-release.pub",
+        "trapline/edge/models/keyring/" + next((ROOT / "edge" / "models" / "keyring").glob("*.pub")).name,
         "trapline/edge/agent.example.yaml",
         "trapline/edge/backends/onnxruntime.py",
         "trapline/cli/main.py",

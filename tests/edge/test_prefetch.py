@@ -72,6 +72,17 @@ def test_decoder_turns_bad_files_into_a_reason() -> None:
     assert decoded.error is not None and "JPEG" in decoded.error
 
 
+def test_a_frame_decoded_before_a_model_switch_says_which_model_it_was_decoded_for() -> None:
+    # the agent decodes such a frame again (edge/agent.py): its pixels and tensor fit the old model
+    decoder = FrameDecoder(416, 416, MAX, prepare=lambda image: (image[:1], None))  # type: ignore[arg-type,return-value]
+    before = decoder.decode(_frame(_jpeg(2048, 1536)))
+    decoder.retarget(1280, 1280)
+    after = decoder.decode(_frame(_jpeg(2048, 1536)))
+    assert before.target is not decoder.target and after.target is decoder.target
+    assert (before.reduction, after.reduction) == (2, 1)  # 1536 px is not twice 1280: full decode
+    assert before.tensor is not None and after.tensor is None  # the new target has no prepare
+
+
 def test_full_decode_when_reduction_is_off() -> None:
     decoded = FrameDecoder(416, 416, MAX, reduced=False).decode(_frame(_jpeg(2048, 1536)))
     assert decoded.reduction == 1 and decoded.image is not None

@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 import threading
 import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import SAMPLES
 from trapline.edge.sources import Frame, make_source
-from trapline.edge.sources.folder import FolderSourceConfig
+from trapline.edge.sources.folder import FolderSource, FolderSourceConfig
 from trapline.edge.sources.opencv import OpenCvSourceConfig
 from trapline.edge.sources.picamera import PiCameraSourceConfig
 from trapline.edge.sources.replay import ReplaySourceConfig
@@ -56,6 +57,33 @@ def test_replay_source_cycles_files_with_stable_keys(tmp_path: Path) -> None:
     assert len(keys) == 10 and len(set(keys)) == 10
     again = [f.key for f in make_source(config).frames(threading.Event(), lambda k: k in keys[:7]) if f]
     assert again == keys[7:]
+
+
+def test_replay_with_made_up_times_spreads_bursts_over_days_and_nights() -> None:
+    night, day = SAMPLES / "buow-IMG_8968.jpg", SAMPLES / "squirrel-frame105534.jpg"  # IR and colour
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    config = ReplaySourceConfig(files=[night, day], count=60, burst_size=3, run_name="t",
+                                synthetic_start=start, synthetic_seed=7, synthetic_mean_gap_h=6)  # fmt: skip
+    frames = [f for f in make_source(config).frames(threading.Event(), lambda k: False) if f]
+    times = [f.captured_at for f in frames]
+    assert times == sorted(times) and times[0] > start
+    assert times[-1] - times[0] > timedelta(days=3)  # 20 bursts, hours apart
+    for burst in range(20):
+        first, *rest = frames[burst * 3 : burst * 3 + 3]
+        assert {f.name for f in rest} == {first.name}  # one picture per burst
+        assert [(f.captured_at - first.captured_at).total_seconds() for f in rest] == [1.0, 2.0]
+        hour = first.captured_at.hour
+        assert (hour >= 19 or hour <= 5) if first.name == night.name else (7 <= hour <= 17), (
+            first.name,
+            hour,
+        )
+    # deterministic, and a restart skips done frames without moving the times of the rest
+    again = [
+        f
+        for f in make_source(config).frames(threading.Event(), lambda k: k in {f.key for f in frames[:30]})
+        if f
+    ]
+    assert [f.captured_at for f in again] == times[30:]
 
 
 def test_replay_source_needs_files(tmp_path: Path) -> None:
@@ -148,3 +176,25 @@ def test_folder_source_asks_the_spool_once_per_file_and_skips_quiet_folders(tmp_
     assert frame is not None
     assert frame.name == "101RECNX/IMG_NEW1.JPG"
     assert len(asked) == 101  # only the new file was looked up; the other folder stayed quiet
+
+
+def test_folder_source_keeps_marks_of_files_still_there_and_forgets_removed_folders(tmp_path: Path) -> None:
+    for folder in ("100", "101"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "IMG_0001.JPG").write_bytes(b"x" * 10)
+    source = make_source(FolderSourceConfig(path=tmp_path, poll_interval_s=0.01, settle_s=0))
+    assert isinstance(source, FolderSource)
+    frames = source.frames(threading.Event(), lambda key: False)
+    keys = [frame.key for frame in (_next_frame(frames), _next_frame(frames)) if frame is not None]
+    assert len(keys) == 2
+    assert all(source.still_present(key) for key in keys)
+    kept = next(k for k in keys if "100/" in k)
+    (tmp_path / "100" / "IMG_0001.JPG").write_bytes(b"y" * 11)  # replaced: another file now
+    assert not source.still_present(kept)
+    assert not source.still_present("replay:0:IMG_0001.JPG") and not source.still_present("folder:bad")
+    # a card swapped: the folders went, and the scan forgets them (memory stays bounded)
+    (tmp_path / "100" / "IMG_0001.JPG").unlink()
+    (tmp_path / "100").rmdir()
+    for _ in range(3):  # finish the current pass, then scan again
+        next(frames)
+    assert tmp_path / "100" not in source._folders and tmp_path / "101" in source._folders

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,13 +13,22 @@ from pathlib import Path
 import pytest
 
 from trapline.edge.config import UploadConfig
-from trapline.edge.spool import DetectionSpool, PendingUpload
+from trapline.edge.spool import DetectionSpool, PendingUpload, QueuedUpload
 from trapline.edge.uploader import PictureUploader
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    answers: list[int]
+    # per request: an HTTP status (200 answers with the real receipt), "portal" (a captive
+    # portal's 200 HTML page), "hang-up" (closes without an answer), or raw bytes for a 200 body
+    answers: list[int | str | bytes]
     received: list[bytes]
+
+
+def _file_part(body: bytes) -> bytes:
+    """The picture's bytes inside the multipart body the uploader sends."""
+    start = body.index(b'name="file"')
+    start = body.index(b"\r\n\r\n", start) + 4
+    return body[start : body.rindex(b"\r\n--")]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -24,13 +36,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        status = self.server.answers.pop(0) if self.server.answers else 200
-        if status == 200:
+        answer = self.server.answers.pop(0) if self.server.answers else 200
+        if answer == "hang-up":
+            self.close_connection = True
+            return
+        if answer == "portal" or isinstance(answer, bytes):
+            content = b"<html><body>Welcome to Park WiFi: log in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html" if answer == "portal" else "application/json")
+            self.end_headers()
+            self.wfile.write(content if answer == "portal" else answer)  # type: ignore[arg-type]
+            return
+        assert isinstance(answer, int)
+        if answer == 200:
             self.server.received.append(body)
-        self.send_response(status)
+        self.send_response(answer)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(b'{"stored": true}')
+        receipt = {"sha256": hashlib.sha256(_file_part(body)).hexdigest(), "stored": True}
+        self.wfile.write(json.dumps(receipt).encode())
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -96,3 +120,47 @@ def test_daily_budget_holds_pictures_back_without_losing_them(tmp_path: Path, se
     finally:
         uploader.stop()
     assert spool.upload_backlog() == (3, 3000)  # kept for tomorrow
+
+
+def test_a_captive_portal_or_a_broken_answer_never_counts_as_delivered(
+    tmp_path: Path, server: _Server
+) -> None:
+    spool = DetectionSpool(tmp_path / "spool.sqlite", 1 << 30)
+    _queue(spool, 2)
+    # a login page with 200, a hang-up, JSON that is not a receipt, nested JSON: all failures
+    server.answers = ["portal", "hang-up", b'{"ok": true}', b"[" * 100_000, 200, 200]
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    uploader = PictureUploader(UploadConfig(url=url, mode="crops", backoff_max_s=0.1), spool)
+    uploader.start()
+    try:
+        assert _wait(lambda: spool.upload_backlog() == (0, 0))
+        assert uploader.alive  # survived every surprise
+    finally:
+        uploader.stop()
+    assert uploader.sent == 2 and uploader.dropped == 0
+    assert len(server.received) == 2
+
+
+def test_the_uploader_survives_a_broken_spool_and_the_agent_can_see_it_alive(
+    tmp_path: Path, server: _Server
+) -> None:
+    spool = DetectionSpool(tmp_path / "spool.sqlite", 1 << 30)
+    _queue(spool, 1)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    uploader = PictureUploader(UploadConfig(url=url, mode="crops", backoff_max_s=0.1), spool)
+    real_next = spool.next_upload
+    failures = iter([sqlite3.OperationalError("disk I/O error")] * 3)
+
+    def flaky_next() -> QueuedUpload | None:
+        for failure in failures:
+            raise failure
+        return real_next()
+
+    spool.next_upload = flaky_next  # type: ignore[method-assign]
+    uploader.start()
+    try:
+        assert _wait(lambda: uploader.sent == 1)
+        assert uploader.alive
+    finally:
+        uploader.stop()
+    assert not uploader.alive

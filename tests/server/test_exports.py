@@ -1,22 +1,30 @@
-"""Camtrap DP and MegaDetector exports of data stored through the real ingest path."""
+"""Camtrap DP and MegaDetector exports of data stored through the real ingest path, validated with
+frictionless against the OFFICIAL Camtrap DP 1.0.2 profile and table schemas."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import SAMPLES
-from tests.server.conftest import ADMIN, UPLOAD, VIEWER
-from trapline.server.exports.camtrap_dp import validate_package
+from tests.conftest import SAMPLES, SHARED
+from tests.server.conftest import ADMIN, UPLOAD, VIEWER, accepted
+from trapline.server.db import transaction
+from trapline.server.exports import camtrap_dp
+from trapline.server.exports.camtrap_dp import Entry, stream_zip, validate_folder, validate_package
+from trapline.server.ingest.store import store_batch
 from trapline.training.ingest import read_megadetector
 
 VIEW = {"Authorization": f"Bearer {VIEWER}"}
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
+OFFICIAL = SHARED / "camtrap-dp-1.0.2"
 
 
 def _deploy(client: TestClient) -> None:
@@ -32,49 +40,151 @@ def _deploy(client: TestClient) -> None:
     assert client.post("/api/v1/deployments", json=body, headers=ADMIN_H).status_code == 201
 
 
+def _sequence_summary(client: TestClient) -> None:
+    """trap-01's first burst (its first frame alone: the seed's frames are an hour apart) closes."""
+    summary = {"schema": "trapline.sequences/1", "sequence_id": "trap-01:seq:000000000", "device_id": "trap-01",
+               "first_frame_at": "2026-11-22T03:00:00+00:00", "last_frame_at": "2026-11-22T03:00:02+00:00",
+               "frame_count": 1, "categories": {"animal": {"max_count": 2, "best_conf": 0.8},
+                                                 "person": {"max_count": 1, "best_conf": 0.8}},
+               "mean_class_probabilities": {"animal": 0.7}}  # fmt: skip
+    message = accepted("trapline/trap-01/sequences", json.dumps(summary).encode())
+    with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
+        store_batch(session, [message], [])
+
+
+def _tables(files: dict[str, bytes]) -> dict[str, list[dict[str, str]]]:
+    return {
+        name: list(csv.DictReader(io.StringIO(files[f"{name}.csv"].decode())))
+        for name in ("deployments", "media", "observations")
+    }
+
+
+def _export(client: TestClient) -> dict[str, bytes]:
+    response = client.get("/api/v1/exports/camtrap-dp", headers=VIEW)
+    assert response.status_code == 200, response.text
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    files = {name: archive.read(name) for name in archive.namelist()}
+    files["x-skipped"] = response.headers["x-trapline-skipped-frames"].encode()
+    return files
+
+
+def test_the_official_example_passes_and_a_broken_copy_fails(tmp_path: Path) -> None:
+    """The validator itself: the official example package is valid, a wrong cell is caught."""
+    if not OFFICIAL.is_dir():
+        pytest.skip("../shared/camtrap-dp-1.0.2 is not beside this checkout")
+    example = tmp_path / "example"
+    shutil.copytree(OFFICIAL / "example", example, ignore=shutil.ignore_patterns("media"))
+    assert validate_folder(example) == []
+    observations = example / "observations.csv"
+    observations.write_text(observations.read_text().replace(",animal,", ",squirrel,", 1))
+    errors = validate_folder(example)
+    assert errors and any("observations" in e and "squirrel" in e for e in errors), errors
+
+
+def test_shipped_schemas_are_the_official_files() -> None:
+    if not OFFICIAL.is_dir():
+        pytest.skip("../shared/camtrap-dp-1.0.2 is not beside this checkout")
+    for name in ("camtrap-dp-profile.json", *(f"{t}-table-schema.json" for t in camtrap_dp.TABLES)):
+        assert (camtrap_dp.SCHEMA_DIR / name).read_bytes() == (OFFICIAL / name).read_bytes(), name
+
+
 def test_camtrap_dp_package_is_valid_and_complete(client: TestClient) -> None:
     _deploy(client)
+    _sequence_summary(client)
     photo = (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
     client.post("/api/v1/media", data={"kind": "thumbnail", "detection_id": "trap-01:000000000"},
                 files={"file": ("t.jpg", photo)}, headers={"Authorization": f"Bearer {UPLOAD}"})  # fmt: skip
-    response = client.get("/api/v1/exports/camtrap-dp", headers=VIEW)
-    assert response.status_code == 200, response.text
+    assert client.post("/api/v1/labels", json={"species": "Vulpes vulpes", "frame_id": "trap-01:000003600"},
+                       headers=VIEW).status_code == 201  # fmt: skip
+    assert client.post("/api/v1/labels", json={"species": "Lynx pardinus", "sequence_id": "trap-01:seq:000000000"},
+                       headers=ADMIN_H).status_code == 201  # fmt: skip
+    files = _export(client)
     # trap-01's frames before 2026-11-23T00:00 lie in the deployment (21); the rest and trap-02's are out
-    assert response.headers["x-trapline-skipped-frames"] == str(9 + 5)
-    archive = zipfile.ZipFile(io.BytesIO(response.content))
-    files = {name: archive.read(name) for name in archive.namelist()}
+    assert files.pop("x-skipped") == str(9 + 5).encode()
     assert validate_package(files) == []
-    media = list(csv.DictReader(io.StringIO(files["media.csv"].decode())))
-    observations = list(csv.DictReader(io.StringIO(files["observations.csv"].decode())))
-    deployments = list(csv.DictReader(io.StringIO(files["deployments.csv"].decode())))
+    tables = _tables(files)
+    media, observations, deployments = tables["media"], tables["observations"], tables["deployments"]
     assert len(media) == 21
-    assert len(deployments) == 1
-    assert deployments[0]["latitude"] == "37.0"
-    assert {o["observationType"] for o in observations} == {"animal", "human"}
-    assert len(observations) == 21 + 5  # one animal per frame, plus a person in 5 of them
+    assert [(d["deploymentID"], d["latitude"], d["longitude"]) for d in deployments] == [
+        ("trap-01-1", "37.0", "-6.4")
+    ]
     first = next(m for m in media if m["mediaID"] == "trap-01:000000000")
-    assert first["filePath"].startswith("media/")
-    assert first["filePath"] in files  # the uploaded picture travels with the package
+    assert first["filePath"].startswith("media/") and first["filePath"] in files  # the picture travels
+    machine = [o for o in observations if o["classificationMethod"] == "machine"]
+    boxes = [o for o in machine if o["observationLevel"] == "media"]
+    assert len(boxes) == 21 + 5  # one observation per box: an animal per frame, a person in 5
+    assert {o["observationType"] for o in boxes} == {"animal", "human"}
+    assert {o["classifiedBy"] for o in machine} == {"trapline-nano 1"}  # model and version per call
+    assert {(o["bboxX"], o["bboxY"], o["bboxWidth"], o["bboxHeight"]) for o in boxes} == {
+        ("0.1", "0.2", "0.3", "0.4")
+    }
+    assert {o["eventID"] for o in boxes if o["mediaID"] == "trap-01:000000000"} == {"trap-01:seq:000000000"}
+    events = {o["observationType"]: o for o in machine if o["observationLevel"] == "event"}
+    assert events["animal"]["count"] == "2" and events["animal"]["mediaID"] == ""
+    assert (events["animal"]["eventStart"], events["animal"]["eventEnd"]) == (
+        "2026-11-22T03:00:00Z",
+        "2026-11-22T03:00:02Z",
+    )
+    human = {o["scientificName"]: o for o in observations if o["classificationMethod"] == "human"}
+    assert (
+        human["Vulpes vulpes"]["classifiedBy"] == "vic"
+        and human["Vulpes vulpes"]["observationLevel"] == "media"
+    )
+    assert (
+        human["Lynx pardinus"]["classifiedBy"] == "ada"
+        and human["Lynx pardinus"]["observationLevel"] == "event"
+    )
     descriptor = json.loads(files["datapackage.json"])
-    assert descriptor["profile"].endswith("camtrap-dp-profile.json")
+    assert descriptor["profile"] == f"{camtrap_dp.BASE_URL}/camtrap-dp-profile.json"
+    assert descriptor["spatial"] == {"type": "Point", "coordinates": [-6.4, 37.0]}
+    assert {t["scientificName"] for t in descriptor["taxonomic"]} == {"Vulpes vulpes", "Lynx pardinus"}
 
 
 def test_validation_catches_a_broken_table(client: TestClient) -> None:
     _deploy(client)
-    response = client.get("/api/v1/exports/camtrap-dp", headers=VIEW)
-    files = {
-        n: zipfile.ZipFile(io.BytesIO(response.content)).read(n)
-        for n in ("datapackage.json", "deployments.csv", "media.csv", "observations.csv")
-    }
+    files = _export(client)
+    files.pop("x-skipped")
     broken = files["observations.csv"].decode().replace(",animal,", ",squirrel,", 1).encode()
     errors = validate_package({**files, "observations.csv": broken})
-    assert errors
-    assert "observations" in errors[0]
+    assert errors and "observations" in errors[0]
+    wrong_link = files["media.csv"].decode().replace("trap-01-1", "trap-99-1", 1).encode()
+    assert any(
+        "foreign" in e.lower() or "reference" in e.lower()
+        for e in validate_package({**files, "media.csv": wrong_link})
+    )
+
+
+def test_export_without_deployments_says_what_to_do(client: TestClient) -> None:
+    response = client.get("/api/v1/exports/camtrap-dp", headers=VIEW)
+    assert response.status_code == 409
+    assert "POST /api/v1/deployments" in response.json()["detail"]
+
+
+def test_zip_streams_into_a_pipe(client: TestClient, tmp_path: Path) -> None:
+    """The builder yields files and rows one by one; the ZIP needs no seekable output."""
+    read_end, write_end = os.pipe()
+    entries = [
+        Entry("a.csv", chunks=(b"x,y\n" for _ in range(3))),
+        Entry("p.jpg", source=SAMPLES / "squirrel-frame105534.jpg"),
+    ]
+    with os.fdopen(write_end, "wb") as pipe_in, os.fdopen(read_end, "rb") as pipe_out:
+        import threading
+
+        received = bytearray()
+        reader = threading.Thread(target=lambda: received.extend(pipe_out.read()))
+        reader.start()
+        stream_zip(entries, pipe_in)
+        pipe_in.close()
+        reader.join(10)
+    archive = zipfile.ZipFile(io.BytesIO(bytes(received)))
+    assert archive.read("a.csv") == b"x,y\n" * 3
+    assert archive.read("p.jpg") == (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
 
 
 def test_megadetector_export_reads_back(client: TestClient, tmp_path: Path) -> None:
     data = client.get("/api/v1/exports/megadetector", headers=VIEW).json()
     assert data["info"]["format_version"] == "1.4"
+    assert data["detection_categories"] == {"1": "animal", "2": "person", "3": "vehicle"}
     assert len(data["images"]) == 35
     path = tmp_path / "md.json"
     path.write_text(json.dumps(data))

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from tests.conftest import SAMPLES, agent_config, start_agent
 from tests.server.conftest import RunningWorker, detection_payload, register, settings_for
 from trapline.cli.broker import MosquittoBroker
+from trapline.edge.spool import DetectionSpool
 from trapline.server.ingest.worker import IngestWorker
 from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, Sequence
 
@@ -170,11 +171,20 @@ def test_server_killed_mid_stream_loses_nothing(
     for agent in agents:
         assert agent.wait(300) == 0
 
+    def expected_ids() -> set[str]:
+        """Each trap's ids: "<device>:<installation id of its spool>:<counter>"."""
+        ids = set()
+        for device in ("trap-01", "trap-02"):
+            spool = DetectionSpool(tmp_path / device / "state" / "spool.sqlite", max_bytes=1 << 30)
+            ids |= {f"{device}:{spool.installation_id}:{n:09d}" for n in range(1, frames + 1)}
+            spool.close()
+        return ids
+
     def diagnosis() -> str:
         with sessions() as session:
             have = set(session.scalars(select(DetectionFrame.id)))
             dead = [r for r in session.scalars(select(DeadLetter.reason))][:5]
-        want = {f"{d}:{n:09d}" for d in ("trap-01", "trap-02") for n in range(1, frames + 1)}
+        want = expected_ids()
         return f"stored {len(have)}, missing {sorted(want - have)[:10]}, dead letters {dead}"
 
     def states() -> dict[str, str]:
@@ -191,7 +201,7 @@ def test_server_killed_mid_stream_loses_nothing(
     assert during_outage < 2 * frames  # the kill really happened mid-stream
     with sessions() as session:
         ids = set(session.scalars(select(DetectionFrame.id)))
-        assert ids == {f"{d}:{n:09d}" for d in ("trap-01", "trap-02") for n in range(1, frames + 1)}
+        assert ids == expected_ids()
         mismatched = session.execute(
             select(DetectionFrame.id)
             .outerjoin(Detection, Detection.frame_id == DetectionFrame.id)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
-from trapline.server.api.deps import AdminDep, SessionDep, UserDep
+from trapline.enrolment import DEPLOYMENT_REPORT_PATH, DeploymentReport
+from trapline.server.api.deps import AdminDep, DeviceDep, SessionDep, SettingsDep, UserDep
+from trapline.server.api.routes.media import MAX_UPLOAD_BYTES, media_path, store_bytes
+from trapline.server.fleet import RegistryError, record_deployment
 from trapline.server.models import Deployment, Device
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
@@ -35,6 +41,13 @@ class DeploymentIn(BaseModel):
 
 class DeploymentOut(DeploymentIn):
     id: int
+    site_id: str | None = None
+    camera_height_m: float | None = None
+    camera_heading_deg: float | None = None
+    camera_tilt_deg: float | None = None
+    reference_photo_sha256: str | None = None
+    setup_by: str | None = None
+    comments: str | None = None
 
 
 @router.post("", response_model=DeploymentOut, status_code=201)
@@ -51,3 +64,45 @@ def create(body: DeploymentIn, session: SessionDep, _admin: AdminDep) -> Deploym
 def list_all(session: SessionDep, _user: UserDep) -> list[DeploymentOut]:
     rows = session.scalars(select(Deployment).order_by(Deployment.device_id, Deployment.start))
     return [DeploymentOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.post(DEPLOYMENT_REPORT_PATH.removeprefix("/api/v1/deployments"), response_model=DeploymentOut)
+async def report(
+    device: DeviceDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    deployment: Annotated[str, Form(description="a trapline.deployment/1 JSON document")],
+    photo: UploadFile | None = None,
+) -> DeploymentOut:
+    """A trap says where and how it was set up, with its reference photo (its upload token)."""
+    try:
+        body = DeploymentReport.model_validate_json(deployment)
+    except ValidationError as exc:
+        raise HTTPException(422, f"not a deployment report: {exc.errors(include_url=False)}") from exc
+    if photo is not None:
+        data = await photo.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES or data[:3] != b"\xff\xd8\xff":
+            raise HTTPException(415, "the reference photo must be a JPEG under 50 MB")
+        if hashlib.sha256(data).hexdigest() != body.reference_photo_sha256:
+            raise HTTPException(422, "the photo is not the one the report names (sha256)")
+        store_bytes(settings.media_dir, data)
+    try:
+        row = record_deployment(session, device, body)
+    except RegistryError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, str(exc)) from exc
+    session.commit()
+    return DeploymentOut.model_validate(row, from_attributes=True)
+
+
+@router.get("/{deployment_id}/reference-photo")
+def reference_photo(
+    deployment_id: int, session: SessionDep, settings: SettingsDep, _user: UserDep
+) -> FileResponse:
+    row = session.get(Deployment, deployment_id)
+    if row is None or row.reference_photo_sha256 is None:
+        raise HTTPException(404, "no reference photo for this deployment")
+    path = media_path(settings.media_dir, row.reference_photo_sha256)
+    if not path.exists():
+        raise HTTPException(404, "the reference photo has not arrived")
+    return FileResponse(path, media_type="image/jpeg")

@@ -87,11 +87,13 @@ def list_detections(
     since: datetime | None = None,
     until: datetime | None = None,
     min_conf: Annotated[float | None, Query(ge=0, le=1)] = None,
+    night: Annotated[bool | None, Query(description="true: night (IR) frames only; false: day")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Frame]:
     """Frames, newest first, with their boxes. Pass `next_cursor` back as `cursor` for more."""
-    return frames_page(session, frame_query(device_id, category, since, until, min_conf), cursor, limit)
+    query = frame_query(device_id, category, since, until, min_conf, night)
+    return frames_page(session, query, cursor, limit)
 
 
 @router.get("/sequences", response_model=Page[SequenceOut])

@@ -23,7 +23,10 @@ def camtrap_dp_zip(
     until: datetime | None = None,
 ) -> Response:
     """A Camtrap DP 1.0 package (ZIP) of the frames inside deployments; checked before it is sent."""
-    package = camtrap_dp.build_package(session, settings.media_dir, since, until)
+    try:
+        package = camtrap_dp.build_package(session, settings.media_dir, since, until)
+    except camtrap_dp.CamtrapExportError as exc:
+        raise HTTPException(409, str(exc)) from exc
     errors = camtrap_dp.validate_package(package.files)
     if errors:
         raise HTTPException(500, {"message": "export failed validation", "errors": errors[:20]})

@@ -10,10 +10,10 @@ from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from trapline.bundle import resolve_model_file
 from trapline.contracts import Detection, ModelRef
 from trapline.edge.detector import Detector
 from trapline.edge.imaging import BadImageError, decode_image
+from trapline.model_source import resolve_model
 from trapline.server.api.deps import UserDep
 
 router = APIRouter(prefix="/inference", tags=["inference"])
@@ -33,7 +33,7 @@ def _detector(request: Request) -> Detector:
     state: Any = request.app.state
     if getattr(state, "detector", None) is None:
         settings = state.settings
-        state.detector = Detector(resolve_model_file(settings.inference_model, settings.release_public_key))
+        state.detector = Detector(resolve_model(settings.inference_model, settings.release_keyring))
     detector: Detector = state.detector
     return detector
 
