@@ -105,7 +105,7 @@ def quantize_litert(
     from ai_edge_quantizer import quantizer
 
     from trapline.edge.backends import load_backend
-    from trapline.edge.backends._tflite_common import embedded_metadata
+    from trapline.edge.backends.tflite import embedded_metadata
 
     spec = load_backend(fp32).info.input
     tensors = calibration_tensors(calibration_images, spec)
@@ -120,7 +120,7 @@ def quantize_litert(
     result = engine.quantize(calibration, enable_progress_report=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(bytes(result.quantized_model))
-    _append_metadata(out, embedded_metadata(fp32))
+    _append_metadata(out, embedded_metadata(fp32.read_bytes()))
     log.info("%s: %s, %.1f MB", out.name, recipe, out.stat().st_size / 1e6)
     return out
 

@@ -29,6 +29,8 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from trapline.contracts import CATEGORIES
+from trapline.edge.model_info import COCO_CATEGORIES
 from trapline.training.boxes import yolo_to_md
 from trapline.training.metrics import (
     Box,
@@ -122,6 +124,11 @@ class Dataset:
             return cls.from_yolo(path if path.suffix in (".yaml", ".yml") else root / "data.yaml")
         names = yaml.safe_load((root / "data.yaml").read_text())["names"]
         classes = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        if len(classes) == 80 and classes[0] == "person":
+            # label space "coco": trained in COCO's classes, scored in the categories they map to
+            # (the records' boxes carry those; the model's detections are published as those)
+            mapped = {COCO_CATEGORIES.get(name) for name in classes}
+            classes = [c for c in CATEGORIES if c in mapped]
         roots = {k: Path(v) for k, v in json.loads((root / "sources.json").read_text()).items()}
         return cls(
             root,
