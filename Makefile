@@ -10,10 +10,12 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.cache/ultralytics
 
 .PHONY: demo test lint bench system-deps venv clean model lock lock-pi arm64-check units-check pi-wheels
 
+# bytecode compiled once at install: where PYTHONDONTWRITEBYTECODE is set (as on the development
+# machine) every process would otherwise compile PyTorch's modules again (20 s per training process)
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@test -n "$(UV)" || python3 -m pip install --quiet uv
 	uv venv --quiet --allow-existing --python 3.11 $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) uv pip sync --quiet --compile-bytecode requirements.lock
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
 	mkdir -p $(YOLO_CONFIG_DIR)/Ultralytics
 	cp $(VENV)/lib/python3.11/site-packages/matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf \

@@ -115,14 +115,21 @@ def _run(tmp: Path, url: str, workers: int, messages: int, rate: float | None = 
             "TRAPLINE_SERVER_MQTT_HOST": "127.0.0.1",
             "TRAPLINE_SERVER_MQTT_PORT": str(broker.port),
         }
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "trapline.cli", "--log-level", "warning", "server", "ingest"],
-                env={**env, "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{i}"},
-            )
-            for i in range(workers)
-        ]
-        time.sleep(2.0)  # connected and subscribed
+        logs = [tmp / f"ingest-{workers}-{engine.dialect.name}-{rate}-{i}.log" for i in range(workers)]
+        procs = []
+        for i, log_path in enumerate(logs):
+            with log_path.open("wb") as log_file:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "trapline.cli", "--log-level", "info", "server", "ingest"],
+                        env={**env, "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{i}"},
+                        stdout=log_file,
+                        stderr=log_file,
+                    )
+                )
+        for log_path in logs:  # a message published before the subscription exists goes nowhere
+            while "subscribed" not in log_path.read_text(errors="replace"):
+                time.sleep(0.1)
         started = time.time()
         sent = _publish(broker.port, messages, rate)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,6 +18,13 @@ log = logging.getLogger(__name__)
 
 class BrokerError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """Run in a child before exec (Linux): the kernel sends it SIGTERM when its parent dies,
+    however the parent dies (even SIGKILL), so a broker or server never outlives its starter."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -69,6 +79,7 @@ class MosquittoBroker:
                 [mosquitto_binary(), "-c", str(self.config_path)],
                 stdout=log_file,
                 stderr=log_file,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -103,6 +114,10 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:

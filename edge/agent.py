@@ -33,14 +33,17 @@ from trapline.contracts import (
 from trapline.edge import __version__
 from trapline.edge.backends import ModelLoadError
 from trapline.edge.bursts import BurstGrouper, BurstState
+from trapline.edge.candidates import CandidateSampler
 from trapline.edge.clock import clock_unsynced
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, AgentConfig
 from trapline.edge.deployment import DeploymentReporter
-from trapline.edge.detector import Detector
+from trapline.edge.detector import Detector, FrameResult
 from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
 from trapline.edge.imaging import BadImageError, decode_image
+from trapline.edge.key_rotation import KeyRotationHandler
+from trapline.edge.keyring_store import KeyringStore, trust_dir, trusted_keyring
 from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
 from trapline.edge.prefetch import DecodedFrame, FrameDecoder, prefetched
@@ -88,7 +91,7 @@ def load_detector(config: AgentConfig, counters: AgentCounters) -> Detector:
     """The configured model; the packaged one if that cannot be loaded (a trap must keep working)."""
     model = config.model
     try:
-        model_file = resolve_model(model.path, model.keyring)
+        model_file = resolve_model(model.path, trusted_keyring(config))
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
     except ModelLoadError as exc:
         counters.model_load_failures += 1
@@ -105,6 +108,11 @@ class Agent:
         self.counters = AgentCounters()
         self.started = time.monotonic()
         self.last_error: str | None = None
+        # the keys bundles are verified with: seeded from the provisioned keyring, then changed
+        # only by signed statements on cmd/keys (edge/key_rotation.py)
+        self.key_store = KeyringStore(trust_dir(config)) if config.keys.rotation else None
+        if self.key_store is not None:
+            self.key_store.seed(config.model.keyring)
         # the active model slot if an update installed one, else the configured model
         self.updates = ModelUpdates(config, __version__)
         self.detector = self.updates.boot(lambda: load_detector(config, self.counters))
@@ -143,20 +151,30 @@ class Agent:
         removed = self.spool.remove_orphan_uploads()
         if removed:
             log.info("removed %d picture(s) left behind by an interrupted frame", removed)
+        # a daily sample of boxes just below the threshold (the server looks for missed animals)
+        wanted = config.upload.mode != "none" and config.upload.candidates.per_day > 0
+        self.candidates = CandidateSampler(config.upload.candidates, self.spool) if wanted else None
         # the camera's static false positives (server: reviewers' "not an animal")
         self.ignore_regions = IgnoreRegionMemory(config.spool.path.parent / "ignore-regions.json")
         # THE registration point for downlink commands: topic kind -> handler. The dispatcher
         # (edge/downlink.py) receives `<prefix>/<device>/cmd/#`, validates each command against the
         # contract and calls its handler with it (None: the server cleared a retained command);
         # what it cannot use is reported on `ota`.
+        self.key_rotation = (
+            KeyRotationHandler(self.key_store, self.spool_ota, self.updates.keyring_changed)
+            if self.key_store is not None
+            else None
+        )
         self.command_handlers: dict[TopicKind, CommandHandler] = {
             "cmd/ignore-regions": self._ignore_regions_command,
             **self.updates.handlers(),  # cmd/model
         }
+        if self.key_rotation is not None:
+            self.command_handlers["cmd/keys"] = self.key_rotation.on_command
         self.downlink = Downlink(
             MqttCommandLink(config.mqtt, config.device_id),
             CommandDispatcher(
-                config.mqtt.prefix, config.device_id, self.command_handlers, self.updates.command_error
+                config.mqtt.prefix, config.device_id, self.command_handlers, self._command_error
             ),
         )
         self.stop_event = threading.Event()
@@ -304,6 +322,8 @@ class Agent:
             return
         self._frame_counter = frame_number
         self.counters.frames_processed += 1
+        if self.candidates is not None:
+            self._sample_candidates(self.candidates, message, decoded, result)
         self.frame_ms.append((time.perf_counter() - started) * 1000.0)
         self.publisher.notify()
         if pictures:
@@ -352,6 +372,24 @@ class Agent:
             raise
         return pending
 
+    def _sample_candidates(
+        self, sampler: CandidateSampler, message: DetectionMessage, decoded: DecodedFrame, result: FrameResult
+    ) -> None:
+        """Best effort, after the frame is safely spooled: a lost candidate is only a smaller sample.
+        Crops are cut from the full-resolution photo, decoded only when there is a weak box."""
+        below = self.detector.below_threshold(result, sampler.config.floor)
+        image = decoded.full_image() if below else decoded.image
+        if image is None:
+            return
+        below, _ = self.ignore_regions.apply(image, below, count=False)  # a known stump is no animal
+        if self.config.privacy.blur_people:  # the site's rule holds for candidates too, weak boxes included
+            image = blur_boxes(image, [*message.detections, *below])
+        try:
+            if sampler.offer(message.id, message.captured_at, image, below, message.detections):
+                self.uploader.notify()
+        except (SpoolError, OSError) as exc:
+            log.warning("could not keep the candidate crops of %s: %s", message.id, exc)
+
     def _quarantine(self, frame: Frame, reason: str) -> None:
         self.counters.frames_quarantined += 1
         self.last_error = f"{frame.name}: {reason}"
@@ -384,6 +422,13 @@ class Agent:
         if not isinstance(command, IgnoreRegionsCommand):
             raise TypeError(f"expected an IgnoreRegionsCommand, got {type(command).__name__}")
         self.ignore_regions.handle(command.to_json())
+
+    def _command_error(self, kind: TopicKind | None, reason: str) -> None:
+        """A command that could not be used: reported on `ota` by the part it was meant for."""
+        if kind == "cmd/keys" and self.key_rotation is not None:
+            self.key_rotation.command_error(reason)
+        else:
+            self.updates.command_error(kind, reason)
 
     # --- what model updates need (trapline.edge.ota.updater.UpdateHost) -------------------------
     def spool_ota(self, payload: bytes) -> None:
@@ -442,6 +487,12 @@ class Agent:
         finally:
             self.source.close()
             self._spool_summary(self.bursts.close())
+            if exhausted and self.candidates is not None:  # nothing more will come: send the sample
+                try:
+                    self.candidates.flush()
+                    self.uploader.notify()
+                except (SpoolError, OSError) as exc:
+                    log.warning("could not queue the candidate crops: %s", exc)
             if exhausted:
                 log.info(
                     "source exhausted; waiting for %d spooled message(s) to be sent",

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN
+from trapline.contracts import DEFAULT_PREFIX, DEVICE_ID_PATTERN, Category
 from trapline.credentials import SecretError, read_secret
 from trapline.edge.backends import BACKENDS
 from trapline.edge.ota.config import OtaConfig
@@ -62,7 +62,8 @@ class ModelConfig(_Section):
     keyring: Path = Field(
         PACKAGED_KEYRING,
         description="trusted release keys: a folder of <key id>.pub files (or one .pub file);"
-        " a bundle loads only if one of them signed it",
+        " a bundle loads only if one of them signed it. With keys.rotation (the default) this is"
+        " the seed of the keyring the trap keeps in keys.state_dir, which signed statements change",
     )
     backend: BackendKey = Field(
         "auto",
@@ -160,6 +161,21 @@ class SpoolConfig(_Section):
     )
 
 
+class CandidateConfig(_Section):
+    per_day: int = Field(
+        20, ge=0, le=1000, description="below-threshold crops sampled per UTC day for the server (0: none)"
+    )
+    floor: float = Field(
+        0.1, gt=0, lt=1, description="lowest confidence sampled (the model's threshold is the top)"
+    )
+    max_bytes: int = Field(1024 * 1024, gt=0, description="largest size of one day's sample")
+    side_px: int = Field(224, ge=32, le=1024, description="longest side of a sampled crop")
+    categories: list[Category] = Field(
+        default_factory=lambda: list[Category](["animal"]),
+        description="categories whose weak boxes are sampled",
+    )
+
+
 class UploadConfig(_Section):
     url: str | None = Field(None, description="the server's base URL, e.g. https://trapline.example.org")
     mode: Literal["none", "crops", "thumbnails", "frames"] = Field(
@@ -174,6 +190,10 @@ class UploadConfig(_Section):
     backoff_max_s: float = Field(300, gt=0, description="longest wait between failed uploads")
     token_file: Path | None = Field(
         None, description="file holding the upload token (mode 0600); or TRAPLINE_UPLOAD_TOKEN"
+    )
+    candidates: CandidateConfig = Field(
+        default_factory=CandidateConfig,
+        description="a daily sample of boxes just below the threshold, sent after everything else",
     )
 
     @model_validator(mode="after")
@@ -210,6 +230,19 @@ class SceneConfig(_Section):
     )
 
 
+class KeysConfig(_Section):
+    rotation: bool = Field(
+        True,
+        description="follow the server's signed key rotation statements (cmd/keys): the trap then"
+        " trusts the keyring kept in state_dir, seeded from model.keyring at the first start",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="the keyring the trap trusts now and the last statement it applied;"
+        " default: a `trust` folder beside the spool (/var/lib/trapline/trust)",
+    )
+
+
 class BurstConfig(_Section):
     gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
     lone_min_conf: float = Field(
@@ -241,6 +274,7 @@ class AgentConfig(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     scene: SceneConfig = Field(default_factory=SceneConfig)
     ota: OtaConfig = Field(default_factory=OtaConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
     quarantine_dir: Path = Field(
         Path("/var/lib/trapline/quarantine"), description="where bad files are moved"
     )

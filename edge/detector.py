@@ -27,6 +27,9 @@ class FrameResult:
     raw: RawDetections
     detections: list[Detection]
     inference_ms: float
+    # the model's raw output, kept so boxes below the threshold can be read without running it again
+    output: np.ndarray | None = None
+    letterbox: Letterbox | None = None
 
 
 class Detector:
@@ -129,20 +132,38 @@ class Detector:
         started = time.perf_counter()
         output = self.backend.run(tensor)
         inference_ms = (time.perf_counter() - started) * 1000.0
-        raw = decode(
+        raw = self._decode(output, box, self.class_thresholds)
+        detections = self._to_contract(raw, box.source_width, box.source_height)
+        return FrameResult(raw, detections, inference_ms, output, box)
+
+    def _decode(self, output: np.ndarray, box: Letterbox, conf: float | np.ndarray) -> RawDetections:
+        """`conf`: one threshold, or one per class (`class_thresholds`)."""
+        return decode(
             output,
             self.backend.info.output,
             len(self.info.class_names),
             self.info.input_height,
             self.info.input_width,
             self._normalized_boxes,
-            self.class_thresholds,
+            conf,
             self.thresholds.iou,
             self.thresholds.max_det,
             box,
             self._nms_groups,
         )
-        return FrameResult(raw, self._to_contract(raw, box.source_width, box.source_height), inference_ms)
+
+    def below_threshold(self, result: FrameResult, floor: float) -> list[Detection]:
+        """The boxes of an already run frame scoring in [floor, threshold): what the model nearly
+        reported. NMS keeps the same boxes above the threshold either way (a box is suppressed only
+        by a better one), so these are exactly the extra boxes a lower threshold would add. "The
+        threshold" is each class's own (the manifest's per-class thresholds)."""
+        if result.output is None or result.letterbox is None or floor >= float(self.class_thresholds.max()):
+            return []
+        box = result.letterbox
+        raw = self._decode(result.output, box, floor)
+        weaker = raw.confs < self.class_thresholds[raw.class_ids.astype(np.int64)]
+        raw = RawDetections(raw.boxes[weaker], raw.confs[weaker], raw.class_ids[weaker])
+        return self._to_contract(raw, box.source_width, box.source_height)
 
     def _to_contract(self, raw: RawDetections, width: int, height: int) -> list[Detection]:
         detections = []

@@ -83,9 +83,10 @@ class IgnoreRegionMemory:
         log.info("ignore-regions memory now holds %d region(s)", len(command.regions))
 
     def apply(
-        self, image_bgr: np.ndarray, detections: list[Detection]
+        self, image_bgr: np.ndarray, detections: list[Detection], count: bool = True
     ) -> tuple[list[Detection], list[Detection]]:
-        """(kept, demoted): detections matching a remembered region are demoted."""
+        """(kept, demoted): detections matching a remembered region are demoted (and counted in
+        `demoted` unless `count` is False: boxes that were never going to be reported)."""
         command = self.command
         if command is None or not command.regions or not detections:
             return detections, []
@@ -98,5 +99,5 @@ class IgnoreRegionMemory:
                     demoted.append(det)
                     continue
             kept.append(det)
-        self.demoted += len(demoted)
+        self.demoted += len(demoted) if count else 0
         return kept, demoted

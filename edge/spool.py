@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from trapline.contracts import MediaKind
+
 log = logging.getLogger(__name__)
 
 DropPolicy = Literal["drop_oldest", "drop_newest"]
@@ -74,6 +76,9 @@ _CORRUPT_TAG = ".corrupt-"
 _CONVERT_BELOW_BYTES = 64 * 1024 * 1024
 # SQLite primary result codes that mean "this file is damaged" (not busy, full or unreadable)
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+# the picture kind sent last and dropped first (a sample of below-threshold boxes)
+LOW_PRIORITY_UPLOAD: MediaKind = "candidate"
 
 # priorities: what to drop first when the spool is full
 PRIORITY_EMPTY_FRAME = 0
@@ -569,7 +574,9 @@ class DetectionSpool:
     def next_upload(self) -> QueuedUpload | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, detection_id, kind, path, bytes FROM uploads ORDER BY id LIMIT 1"
+                # below-threshold candidates wait until every regular picture is sent
+                "SELECT id, detection_id, kind, path, bytes FROM uploads ORDER BY kind = ?, id LIMIT 1",
+                (LOW_PRIORITY_UPLOAD,),
             ).fetchone()
         if row is None:
             return None
@@ -584,7 +591,9 @@ class DetectionSpool:
     def trim_uploads(self, max_bytes: int) -> int:
         """Drop the oldest pictures beyond `max_bytes`; returns how many were dropped."""
         with self._lock:
-            rows = self._db.execute("SELECT id, path, bytes FROM uploads ORDER BY id DESC").fetchall()
+            rows = self._db.execute(  # the newest regular pictures are kept first, candidates last
+                "SELECT id, path, bytes FROM uploads ORDER BY kind = ?, id DESC", (LOW_PRIORITY_UPLOAD,)
+            ).fetchall()
             total, victims = 0, []
             for row_id, path, size in rows:
                 total += int(size)

@@ -1,12 +1,13 @@
-"""`trapline server ...`: migrate, ingest, api, worker, device (add, token, enrol-offline,
+"""`trapline server ...`: migrate, ingest, api, worker, retention, device (add, token, enrol-offline,
 decommission), site add, token create, mqtt-auth, and the model updates: release add/grant,
-group set, rollout start/pause/resume/rollback, ota."""
+group set, rollout start/pause/resume/rollback, keys publish/status, ota."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -48,16 +49,26 @@ def _ingest(_args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    worker.run()
-    return 0
+    return worker.run()
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from trapline.server.api.main import create_app
+    from trapline.server.api.serve import serve
 
-    uvicorn.run(create_app(_settings()), host=args.host, port=args.port, log_level="warning")
+    return serve(create_app(_settings()), host=args.host, port=args.port)
+
+
+def _retention(_args: argparse.Namespace) -> int:
+    from trapline.server.db import make_engine, session_factory
+    from trapline.server.retention import apply_retention
+
+    settings = _settings()
+    result = apply_retention(settings, session_factory(make_engine(settings.database_url)))
+    print(
+        f"deleted {result.dead_letters} dead letters, {result.jobs} jobs ({result.job_files} ZIP files), "
+        f"{result.media_rows} pictures ({result.media_files} files), {result.sessions} expired sessions"
+    )
     return 0
 
 
@@ -82,11 +93,11 @@ def _device_ids(args: argparse.Namespace) -> list[str]:
 def _device_add(args: argparse.Namespace) -> int:
     """Register traps; print each one's one-time enrolment token (or, with --credentials, the
     MQTT password and upload token directly, for a trap set up by hand)."""
+    from trapline.server.admin import give_credentials
     from trapline.server.broker_auth import sync_broker
     from trapline.server.db import make_engine, session_factory, transaction
     from trapline.server.fleet import RegistryError, issue_enrolment_token
     from trapline.server.models import Device
-    from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
     settings = _settings()
     factory = session_factory(make_engine(settings.database_url))
@@ -100,14 +111,12 @@ def _device_add(args: argparse.Namespace) -> int:
                 if not args.credentials:
                     print(_token_line(issued))
                     continue
-                upload_token, mqtt_password = new_token(), new_token()
-                device.token_hash = hash_token(upload_token)
-                device.mqtt_password_line = mosquitto_password_line(device_id, mqtt_password)
+                given = give_credentials(device)
                 print(f"device {device_id} registered. Give the technician, once:")
-                print(f"  MQTT user {device_id}, password {mqtt_password}")
-                print(f"  upload token {upload_token}")
+                print(f"  MQTT user {device_id}, password {given.mqtt_password}")
+                print(f"  upload token {given.upload_token}")
     except RegistryError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with factory() as session:
         files = sync_broker(session, settings)
@@ -125,7 +134,7 @@ def _device_token(args: argparse.Namespace) -> int:
 
     with transaction(session_factory(make_engine(settings.database_url))) as session:
         if session.get(Device, args.device_id) is None:
-            print(f"error: no device {args.device_id!r}")
+            print(f"error: no device {args.device_id!r}", file=sys.stderr)
             return 2
         issued = issue_enrolment_token(session, settings, args.device_id, args.site)
     print(
@@ -145,7 +154,7 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if settings.public_url is None:
-        print("error: set TRAPLINE_SERVER_PUBLIC_URL (where traps upload) for an offline enrolment")
+        print("error: set TRAPLINE_SERVER_PUBLIC_URL (where traps upload) first", file=sys.stderr)
         return 2
     try:
         with transaction(session_factory(make_engine(settings.database_url))) as session:
@@ -158,7 +167,7 @@ def _device_enrol_offline(args: argparse.Namespace) -> int:
             )
             answer = enrol(session, settings, request, settings.public_url)
     except RegistryError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with session_factory(make_engine(settings.database_url))() as session:
         sync_broker(session, settings)
@@ -179,7 +188,7 @@ def _device_decommission(args: argparse.Namespace) -> int:
         with transaction(session_factory(make_engine(settings.database_url))) as session:
             decommission(session, settings, args.device_id)
     except RegistryError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with session_factory(make_engine(settings.database_url))() as session:
         sync_broker(session, settings)
@@ -199,18 +208,9 @@ def _site_add(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.models import ApiToken
-    from trapline.server.security import hash_token, new_token
+    from trapline.server.admin import create_api_token
 
-    token = new_token()
-    with transaction(session_factory(make_engine(_settings().database_url))) as session:
-        session.add(
-            ApiToken(
-                name=args.name, token_hash=hash_token(token), role=args.role, created_at=datetime.now(UTC)
-            )
-        )
-    print(token)
+    print(create_api_token(_sessions(), args.name, args.role))
     return 0
 
 
@@ -229,13 +229,10 @@ def _mqtt_auth(args: argparse.Namespace) -> int:
 
 
 def _model_add(args: argparse.Namespace) -> int:
-    from trapline.server.db import make_engine, session_factory, transaction
-    from trapline.server.model_registry import register_bundle
+    from trapline.server.admin import register_model
 
     settings = _settings()
-    with transaction(session_factory(make_engine(settings.database_url))) as session:
-        row = register_bundle(session, args.bundle, settings.release_keyring)
-        name, version = row.name, row.version
+    name, version = register_model(_sessions(), args.bundle, settings.release_keyring)
     print(f"registered {name} v{version}")
     return 0
 
@@ -326,6 +323,64 @@ def _rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_publish(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from trapline.contracts import KeyRotationStatement
+    from trapline.key_rotation import describe
+    from trapline.server.db import transaction
+    from trapline.server.ota.key_rotations import KeyRotationError, register_rotation
+    from trapline.server.ota.rollouts import group_members
+
+    try:
+        statement = KeyRotationStatement.model_validate_json(args.statement.read_bytes())
+    except (OSError, ValidationError) as exc:
+        print(f"refused: {args.statement}: not a key rotation statement ({exc})")
+        return 1
+    try:
+        with transaction(_sessions()) as session:
+            devices: list[str] | None = list(args.device) if args.device or args.group else None
+            for group in args.group:
+                members = group_members(session, group)
+                if not members:
+                    raise KeyRotationError(f"the group {group!r} has no traps")
+                devices = [*(devices or []), *members]
+            targets = register_rotation(session, _settings(), statement, devices, datetime.now(UTC))
+    except KeyRotationError as exc:
+        print(f"refused: {exc}")
+        return 1
+    print(f"{describe(statement)}")
+    print(
+        f"for {len(targets)} trap(s): `trapline server ota` publishes it;"
+        " `trapline server keys status` shows which traps applied it"
+    )
+    return 0
+
+
+def _keys_status(_args: argparse.Namespace) -> int:
+    from trapline.key_rotation import describe
+    from trapline.server.ota.key_rotations import key_status, statement_of
+
+    with _sessions()() as session:
+        rotations, devices = key_status(session)
+        for row in rotations:
+            print(f"{describe(statement_of(row))} (registered {row.registered_at:%Y-%m-%d %H:%M})")
+        if not rotations:
+            print("no key rotation statement registered")
+        for device in devices:
+            line = (
+                f"{device.device_id}\tshould apply {device.desired_sequence or '-'}"
+                f" ({'published' if device.published else 'not yet published'})"
+                f"\tapplied {device.applied_sequence if device.applied_sequence is not None else '-'}"
+            )
+            if device.trusted_keys:
+                line += f"\ttrusts {', '.join(device.trusted_keys)}"
+            if device.refused_at is not None:
+                line += f"\trefused {device.refused_sequence or '-'}: {device.refused_reason}"
+            print(line)
+    return 0
+
+
 def _ota(_args: argparse.Namespace) -> int:
     from trapline.server.ota.commands import MqttCommandSender
     from trapline.server.ota.controller import RolloutController
@@ -379,6 +434,18 @@ def _register_ota(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     start.add_argument("--success-percent", type=float, default=100.0, help="needed before the next stage")
     start.add_argument("--spread-s", type=int, default=0, help="spread the downloads over this many seconds")
     start.set_defaults(handler=_rollout)
+    keys = sub.add_parser("keys", help="key rotation: send signed statements to the traps, follow them")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    publish = ksub.add_parser(
+        "publish", help="register a statement (`trapline keys rotate`) for every trap, or some of them"
+    )
+    publish.add_argument("statement", type=Path)
+    publish.add_argument("--device", action="append", default=[], help="only this trap (repeatable)")
+    publish.add_argument("--group", action="append", default=[], help="only this group's traps (repeatable)")
+    publish.set_defaults(handler=_keys_publish)
+    ksub.add_parser(
+        "status", help="the statements, and which each trap should apply, applied or refused"
+    ).set_defaults(handler=_keys_status)
     for action, text in (
         ("pause", "tell no more traps"),
         ("resume", "carry on after a pause or a halt"),
@@ -394,9 +461,12 @@ def register(server: argparse.ArgumentParser) -> None:
     sub = server.add_subparsers(dest="server_command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(handler=_migrate)
     sub.add_parser("ingest", help="run an MQTT ingest worker until stopped").set_defaults(handler=_ingest)
-    worker = sub.add_parser("worker", help="run background jobs (dataset exports) until stopped")
+    worker = sub.add_parser("worker", help="run background jobs (dataset exports, retention) until stopped")
     worker.add_argument("--workers", type=int, default=1)
     worker.set_defaults(handler=_worker)
+    sub.add_parser(
+        "retention", help="delete what is older than the retention settings, now (the worker does it hourly)"
+    ).set_defaults(handler=_retention)
     api = sub.add_parser("api", help="serve the API and dashboard")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)

@@ -26,7 +26,11 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # every session in UTC: date() and friends must not depend on the server's local time zone
-    return create_engine(url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"})
+    # a connect timeout: an unreachable host must fail in seconds (ingest waits and retries), not
+    # hang past the systemd watchdog
+    return create_engine(
+        url, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC", "connect_timeout": 10}
+    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -24,9 +24,10 @@ from trapline.enrolment import (
     SiteSettings,
     UploadAccess,
 )
-from trapline.keyring import Keyring, public_pem
+from trapline.keyring import public_pem
 from trapline.server.core.config import ServerSettings
 from trapline.server.models import Deployment, Device, DeviceEnrolment, Site
+from trapline.server.ota.key_rotations import fleet_keyring
 from trapline.server.security import hash_token, mosquitto_password_line, new_token
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,9 @@ def issue_enrolment_token(
     return IssuedToken(device_id, token, enrolment.token_expires_at)
 
 
-def _keyring_pems(settings: ServerSettings) -> dict[str, str]:
-    keyring = Keyring.load(settings.release_keyring)
+def _keyring_pems(session: Session, settings: ServerSettings) -> dict[str, str]:
+    # the keys the fleet trusts now (key rotation included): a new trap starts where the others are
+    keyring = fleet_keyring(session, settings)
     return {identity: public_pem(key).decode() for identity, key in keyring.keys.items()}
 
 
@@ -148,7 +150,7 @@ def enrol(
             url=(settings.public_url or base_url).rstrip("/"),
             token=upload_token,  # type: ignore[arg-type]
         ),
-        keyring=_keyring_pems(settings),
+        keyring=_keyring_pems(session, settings),
         site=SiteSettings(id=site.id, name=site.name, blur_people=site.blur_people) if site else None,
     )
 

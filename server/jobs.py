@@ -8,6 +8,7 @@ left "running" by a worker that died is queued again when a worker starts: jobs 
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 from huey import Huey, RedisHuey, SqliteHuey, crontab
+from huey.exceptions import TaskLockedException
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +31,7 @@ from trapline.server.core.config import ServerSettings
 from trapline.server.db import make_engine, session_factory, transaction
 from trapline.server.models import DetectionFrame, Job, WorkChunk
 from trapline.server.queries import boxes_by_frame, frame_query, media_by_frame, picture
+from trapline.server.retention import apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,19 @@ def _update(sessions: sessionmaker[Session], job_id: str, **values: Any) -> None
         job.updated_at = datetime.now(UTC)
 
 
+REVIEWED_COLUMNS = (
+    "image", "crop_key", "category", "conf", "bbox_x", "bbox_y", "bbox_width", "bbox_height", "label",
+    "in_labels_file", "labelled_by", "labelled_at",
+)  # fmt: skip
+
+
 def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session], job_id: str) -> Path:
-    """A YOLO dataset (images, labels, data.yaml) of the frames matching the job's filters."""
+    """A YOLO dataset (images, labels, data.yaml) of the frames matching the job's filters, with the
+    reviewers' labels: `reviewed.csv` names the species of each reviewed box; a box labelled "not
+    an animal" is left out of the YOLO labels (a hard negative: that place is background); labelled
+    below-threshold candidate crops travel in `candidates/`."""
+    from trapline.server.learning.labels import NOT_AN_ANIMAL, reviewed_frames
+
     with sessions() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -68,28 +82,54 @@ def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session],
             frame_id: picture(kinds)
             for frame_id, kinds in media_by_frame(session, [f.id for f in frames]).items()
         }
-    out_dir = settings.data_dir / "jobs"
+        reviewed = reviewed_frames(session, boxes)
+    out_dir = settings.jobs_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{job_id}.zip"
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".zip.part")
-    written = skipped = 0
+    written = skipped = negatives = 0
+    review_rows: list[dict[str, Any]] = []
+
+    def review_row(image: str, key: str, label: Any, box: Any, kept: bool) -> dict[str, Any]:
+        row = {"image": image, "crop_key": key, "label": label.label, "in_labels_file": "no",
+               "labelled_by": label.labelled_by, "labelled_at": label.labelled_at.isoformat()}  # fmt: skip
+        if kept:
+            row["in_labels_file"] = "yes"
+        if box is not None:  # a candidate crop's box is not known here
+            row |= {"category": box.category, "conf": box.conf, "bbox_x": box.x, "bbox_y": box.y,
+                    "bbox_width": box.w, "bbox_height": box.h}  # fmt: skip
+        return row
+
     with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         for index, frame in enumerate(frames):
             media = pictures.get(frame.id)
             path = settings.media_dir / media.sha256[:2] / media.sha256 if media else None
+            stem = frame.id.replace(":", "_")
             if media is None or path is None or not path.exists():
                 skipped += 1
             else:
-                stem = frame.id.replace(":", "_")
-                archive.write(path, f"images/train/{stem}.jpg")
-                lines = [
-                    f"{CATEGORIES.index(d.category)}"  # type: ignore[arg-type,unused-ignore]
-                    f" {d.x + d.w / 2:.6f} {d.y + d.h / 2:.6f} {d.w:.6f} {d.h:.6f}"
-                    for d in boxes.get(frame.id, [])
-                    if d.category in CATEGORIES
-                ]
+                image = f"images/train/{stem}.jpg"
+                archive.write(path, image)
+                lines = []
+                for det in boxes.get(frame.id, []):
+                    label = reviewed.boxes.get(det.id)
+                    kept = det.category in CATEGORIES and not (label and label.label == NOT_AN_ANIMAL)
+                    if label is not None:
+                        review_rows.append(review_row(image, f"d{det.id}", label, det, kept))
+                        negatives += label.label == NOT_AN_ANIMAL
+                    if kept:
+                        lines.append(
+                            f"{CATEGORIES.index(det.category)}"  # type: ignore[arg-type,unused-ignore]
+                            f" {det.x + det.w / 2:.6f} {det.y + det.h / 2:.6f} {det.w:.6f} {det.h:.6f}"
+                        )
                 archive.writestr(f"labels/train/{stem}.txt", "\n".join(lines) + ("\n" if lines else ""))
                 written += 1
+            for crop, label in reviewed.candidates.get(frame.id, []):
+                crop_path = settings.media_dir / crop.sha256[:2] / crop.sha256
+                if crop_path.exists():
+                    name = f"candidates/{stem}-m{crop.id}.jpg"
+                    archive.write(crop_path, name)
+                    review_rows.append(review_row(name, f"m{crop.id}", label, None, False))
             if index % 20 == 0:
                 _update(sessions, job_id, progress=round(index / max(len(frames), 1), 3))
         data = {
@@ -99,12 +139,23 @@ def build_dataset_zip(settings: ServerSettings, sessions: sessionmaker[Session],
             "names": dict(enumerate(CATEGORIES)),
         }
         archive.writestr("data.yaml", yaml.safe_dump(data, sort_keys=False))
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=REVIEWED_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(review_rows)
+        archive.writestr("reviewed.csv", table.getvalue())
         readme = io.StringIO()
         readme.write(f"Trapline dataset export {job_id}\nfilters: {params}\n")
         readme.write(f"{written} frames with pictures; {skipped} matching frames had no uploaded picture\n")
+        readme.write(
+            f"reviewed.csv: {len(review_rows)} reviewers' labels (species, 'not an animal' or 'unsure', who"
+            f" and when; bbox as [x_min, y_min, width, height], 0-1); {negatives} box(es) labelled 'not an"
+            " animal' are left out of labels/ (hard negatives); labelled below-threshold candidate crops"
+            " are in candidates/\n"
+        )
         archive.writestr("README.txt", readme.getvalue())
     os.replace(tmp, target)
-    message = f"{written} frames, {skipped} without pictures"
+    message = f"{written} frames, {skipped} without pictures, {len(review_rows)} reviewed labels"
     _update(sessions, job_id, state="done", progress=1.0, result_path=str(target), message=message)
     return target
 
@@ -127,9 +178,22 @@ class JobQueue:
                 self._guarded(self._ignore_regions)
             ),
         }
-        self.huey.periodic_task(crontab(day_of_week="1", hour="3", minute="0"), name="weekly_retrain")(
-            self._weekly_retrain
+        # one lock object, made now so a starting worker clears a lock a killed worker left behind
+        # (SQLite storage has no expiring keys; Redis expires it too)
+        self.weekly_lock = self.huey.lock_task(
+            "weekly_retrain", ttl=600 if isinstance(self.huey, RedisHuey) else None
         )
+        self.huey.periodic_task(crontab(day_of_week="1", hour="3", minute="0"), name="weekly_retrain")(
+            self._weekly_retrain_task
+        )
+        self.retention = self.huey.periodic_task(self._retention_due, name="retention")(self._retention)
+
+    def _retention_due(self, when: datetime) -> bool:
+        # Huey asks once a minute
+        return (when.hour * 60 + when.minute) % self.settings.retention_interval_minutes == 0
+
+    def _retention(self) -> None:
+        apply_retention(self.settings, self.sessions)
 
     def _guarded(self, work: Callable[[str], object]) -> Callable[[str], str]:
         def run(job_id: str) -> str:
@@ -163,13 +227,23 @@ class JobQueue:
 
         run_ignore_regions_job(self.settings, self.sessions, job_id)
 
-    def _weekly_retrain(self) -> None:
+    def _weekly_retrain_task(self) -> None:
+        self.weekly_retrain()  # no result stored: nobody reads a periodic task's result
+
+    def weekly_retrain(self) -> str | None:
+        """The weekly check; the retraining job's id when it queued one. Every worker's scheduler
+        fires it at the same minute: a lock in the queue's storage lets one worker check at a time,
+        and a retraining already queued or running makes the check say no."""
         from trapline.server.learning.retrain import retraining_due
 
-        due, why = retraining_due(self.settings, self.sessions)
-        log.info("weekly retraining check: %s", why)
-        if due:
-            self.enqueue("retrain", {"trigger": "schedule", "why": why})
+        try:
+            with self.weekly_lock:
+                due, why = retraining_due(self.settings, self.sessions)
+                log.info("weekly retraining check: %s", why)
+                return self.enqueue("retrain", {"trigger": "schedule", "why": why}) if due else None
+        except TaskLockedException:
+            log.info("weekly retraining check: another worker is checking")
+            return None
 
     def enqueue(self, kind: str, params: dict[str, Any], parallel: int = 1) -> str:
         """Record a job and queue it; `parallel` tasks let that many workers share it (extraction)."""
@@ -221,4 +295,4 @@ class JobQueue:
 
     def run_worker(self, workers: int = 1, periodic: bool = True) -> None:
         self.recover()
-        self.huey.create_consumer(workers=workers, periodic=periodic).run()
+        self.huey.create_consumer(workers=workers, periodic=periodic, flush_locks=True).run()

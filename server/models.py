@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -58,11 +59,15 @@ class Device(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16), default="unknown")  # online/offline/stopped
-    state_at: Mapped[datetime | None]
+    state_at: Mapped[datetime | None]  # the trap's clock when it said so: shown, never used to order
+    # when the server received the state: states are ordered by this, never by the trap's clock
+    state_received_at: Mapped[datetime | None]
+    # the trap's last status or heartbeat carried a time before 2000 or far ahead (no NTP yet)
+    clock_suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     agent_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
     model_name: Mapped[str | None] = mapped_column(String(MODEL_NAME_MAX))
     model_version: Mapped[str | None] = mapped_column(String(VERSION_MAX))
-    last_heartbeat_at: Mapped[datetime | None]
+    last_heartbeat_at: Mapped[datetime | None]  # server receive time of the last heartbeat
     heartbeat: Mapped[dict[str, Any] | None]
     last_seen_at: Mapped[datetime | None]
     token_hash: Mapped[str | None] = mapped_column(String(128))  # for HTTP media upload
@@ -142,7 +147,7 @@ class Media(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # frame / thumbnail / crop
+    kind: Mapped[str] = mapped_column(String(16))  # one of trapline.contracts.MEDIA_KINDS
     detection_id: Mapped[str | None] = mapped_column(String(ID_MAX), index=True)
     content_type: Mapped[str] = mapped_column(String(40))
     bytes: Mapped[int] = mapped_column(BigInteger)
@@ -175,6 +180,8 @@ class DetectionFrame(Base):
     detection_count: Mapped[int] = mapped_column(Integer)
     max_conf: Mapped[float] = mapped_column(Float)
     categories: Mapped[str] = mapped_column(Text)  # ",animal,person," for filtering
+    # captured_at is before 2000 or far ahead of received_at: the trap's clock was not set
+    clock_suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index("ix_frames_device_time", "device_id", "captured_at"),)
 
@@ -295,6 +302,38 @@ class DeviceModelStatus(Base):
     release_id: Mapped[int | None] = mapped_column(Integer)
     received_at: Mapped[datetime | None]
 
+    # a redelivered progress message is the same row
+    __table_args__ = (UniqueConstraint("device_id", "version", "stage", "at", name="uq_ota_progress"),)
+
+
+class KeyRotation(Base):
+    """A signed key rotation statement (`trapline keys rotate`), registered to go to the traps."""
+
+    __tablename__ = "key_rotations"
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    statement: Mapped[dict[str, Any]]  # the KeyRotationStatement as it travels
+    digest: Mapped[str] = mapped_column(String(64))  # trapline.key_rotation.statement_digest
+    signer_key_id: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[datetime]
+    registered_at: Mapped[datetime]
+
+
+class DeviceKeyring(Base):
+    """Per trap: the newest statement it should apply (published with those before it as its
+    retained cmd/keys) and what it reported on `ota` (keys_applied, keys_refused)."""
+
+    __tablename__ = "device_keyrings"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    desired_sequence: Mapped[int | None] = mapped_column(Integer)
+    published: Mapped[bool] = mapped_column(Boolean, default=False)  # the broker holds the desired state
+    published_at: Mapped[datetime | None]
+    applied_sequence: Mapped[int | None] = mapped_column(Integer)
+    applied_at: Mapped[datetime | None]
+    trusted_keys: Mapped[list[Any] | None]  # key ids, as the trap reported them
+    refused_sequence: Mapped[int | None] = mapped_column(Integer)
+    refused_reason: Mapped[str | None] = mapped_column(String(REASON_MAX))
+    refused_at: Mapped[datetime | None]
+
 
 class Label(Base):
     """A biologist's label for a detection or a whole sequence."""
@@ -318,6 +357,8 @@ class DeadLetter(Base):
     payload: Mapped[bytes | None]
     payload_bytes: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime]
+    # sha256 of topic and payload: a redelivered dead letter is stored once
+    digest: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class ApiToken(Base):
@@ -327,6 +368,17 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(128), unique=True)
     role: Mapped[str] = mapped_column(String(16))  # admin / viewer
     created_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A dashboard login: the cookie holds a random session id, the database only its hash.
+    It expires, and logging out deletes it (the API token itself never goes into a cookie)."""
+
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Job(Base):

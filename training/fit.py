@@ -85,6 +85,7 @@ def fit(
     workers: int = 2,
     freeze: int = 0,
     cache: bool = True,
+    plots: bool = True,
 ) -> Path:
     """Train; returns `best.pt`, or `last.pt` when early stopping is off (patience 0): with a
     small val split, "best" is mostly noise and a fixed schedule is the honest choice.
@@ -121,7 +122,7 @@ def fit(
         patience=patience,
         freeze=freeze or None,
         amp=False,
-        plots=True,
+        plots=plots,
         verbose=False,
     )
     return _chosen(out, patience)

@@ -7,9 +7,9 @@ off-contract, so a malformed message fails loudly at the edge of the system.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
@@ -40,6 +40,13 @@ CATEGORIES: Final[tuple[Category, ...]] = ("animal", "person", "vehicle")
 # MegaDetector's numbering of the same categories (batch output JSON's "detection_categories"):
 # training reads it, the server's export writes it
 MEGADETECTOR_CATEGORIES: Final[dict[str, Category]] = {"1": "animal", "2": "person", "3": "vehicle"}
+
+# Pictures a trap uploads over HTTP (`POST /api/v1/media`, form field `kind`) for the frame whose
+# detection message id is the `detection_id` field: the whole frame, a thumbnail of it, a crop of one
+# box, or a `candidate`: a square crop of a box below the model's threshold, sent last, so reviewers
+# can find animals the model missed.
+MediaKind = Literal["frame", "thumbnail", "crop", "candidate"]
+MEDIA_KINDS: Final[tuple[MediaKind, ...]] = ("frame", "thumbnail", "crop", "candidate")
 
 # Longest values on the wire. The server stores them in columns of exactly these sizes, so a
 # message that validates always fits (a too-long field must be a dead letter, not a failed batch).
@@ -99,9 +106,14 @@ def _storable_instant(ts: datetime) -> datetime:
     return ts
 
 
+# Unicode's control characters (category Cc: U+0000-U+001F, U+007F-U+009F) but tab and newline;
+# one regular expression instead of a category lookup per character (ingest validates every string)
+_CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _no_control_characters(value: str) -> str:
     # NUL is refused by PostgreSQL; the others have no business in names, ids or messages
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n" for ch in value):
+    if _CONTROL_CHARACTER.search(value):
         raise ValueError("control characters are not allowed")
     return value
 
@@ -305,7 +317,19 @@ ROLLBACK_SCHEMA: Final = "trapline.rollback/1"
 # Release versions are dotted numbers ("3", "1.10.2") so a trap can tell newer from older.
 RELEASE_VERSION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}$"
 ReleaseVersion = Annotated[str, Field(pattern=RELEASE_VERSION_PATTERN)]
+# A release key's id: the first 16 hex digits of the SHA-256 of its raw 32-byte Ed25519 public key
+# (trapline/keyring.py), so an id cannot lie about the key it names.
+KEY_ID_HEX: Final = 16
 KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+Ed25519Signature = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{86}==$", description="base64 Ed25519")]
+MAX_TRUSTED_KEYS = 32
+
+
+def raw_key_id(raw_public_key: bytes) -> str:
+    """The id of the Ed25519 public key whose raw 32 bytes are `raw_public_key`."""
+    return hashlib.sha256(raw_public_key).hexdigest()[:KEY_ID_HEX]
+
+
 # a bundle URL: a path on the trap's own server, or an absolute http(s) URL
 BundleUrl = Annotated[str, Field(max_length=FILE_MAX, pattern=r"^(/|https?://)[!-~]+$")]
 MAX_BUNDLE_BYTES = 4 * 1024**3
@@ -332,7 +356,7 @@ class RollbackGrant(_Message):
     """A signed rollback: a trusted release key's Ed25519 signature over `rollback_statement`."""
 
     key_id: KeyId
-    signature: str = Field(pattern=r"^[A-Za-z0-9+/]{86}==$", description="base64 Ed25519 signature")
+    signature: Ed25519Signature
 
 
 class ModelCommand(_Message):
@@ -372,8 +396,12 @@ OtaStage = Literal[
     "failed",  # gave up on this release after repeated transient failures
     "refused",  # will not install: tampered, downgrade, incompatible, malformed command
     "rolled_back",  # self-test failed, crashed or too slow after the switch: back on the old model
+    # key rotation (cmd/keys), not a model update: no release_id; key_sequence says which statement
+    "keys_applied",  # the trap trusts the keyring after statement `key_sequence` (`trusted_keys`)
+    "keys_refused",  # a statement (or a malformed cmd/keys) was refused; `reason` says why
 ]
 OTA_FAILURE_STAGES: Final[tuple[OtaStage, ...]] = ("failed", "refused", "rolled_back")
+KEY_ROTATION_STAGES: Final[tuple[OtaStage, ...]] = ("keys_applied", "keys_refused")
 
 
 class OtaProgress(_Message):
@@ -389,6 +417,115 @@ class OtaProgress(_Message):
     model: ModelRef | None = None  # what the trap runs after this step
     previous: ModelRef | None = None  # what it ran before the switch (kept for going back)
     switch_ms: FiniteFloat | None = Field(None, ge=0, le=1e9)
+    # Added with key rotation (stages keys_*): left out of the JSON when empty, so a model-update
+    # report still reads exactly as before to a server older than these fields.
+    key_sequence: int | None = Field(None, ge=0, le=INT32_MAX)
+    trusted_keys: list[KeyId] | None = Field(None, max_length=MAX_TRUSTED_KEYS)
+
+    def to_json(self) -> bytes:
+        exclude = {name for name in ("key_sequence", "trusted_keys") if getattr(self, name) is None}
+        return self.model_dump_json(by_alias=True, exclude=exclude or None).encode()
+
+
+# --- key rotation ----------------------------------------------------------------------------------
+KEY_ROTATION_SCHEMA: Final = "trapline.key-rotation/1"
+KEYS_COMMAND_SCHEMA: Final = "trapline.cmd.keys/1"
+MAX_ADDED_KEYS = 8
+MAX_REVOKED_KEYS = 16
+# the retained cmd/keys carries the newest statements, so a trap away for several rotations
+# catches up; the bounds keep the whole command under the trap's 64 KiB command limit
+MAX_KEY_STATEMENTS = 32
+RawPublicKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="raw Ed25519 key, hex")]
+
+
+def key_rotation_statement(
+    sequence: int, issued_at: datetime, signer: str, add: dict[str, str], revoke: list[str]
+) -> bytes:
+    """What a release key signs to change the traps' keyring: one line per field, keys sorted, the
+    time in UTC with milliseconds (as it travels). Nothing in it depends on JSON formatting."""
+    lines = [
+        KEY_ROTATION_SCHEMA,
+        f"sequence {sequence}",
+        f"issued_at {iso(issued_at.astimezone(UTC))}",
+        f"signer {signer}",
+        *(f"add {identity} {add[identity]}" for identity in sorted(add)),
+        *(f"revoke {identity}" for identity in sorted(revoke)),
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class AddedKey(_Message):
+    key_id: KeyId
+    public_key: RawPublicKey
+
+    @model_validator(mode="after")
+    def _id_names_the_key(self) -> AddedKey:
+        if raw_key_id(bytes.fromhex(self.public_key)) != self.key_id:
+            raise ValueError(f"key id {self.key_id} is not the id of the key given with it")
+        return self
+
+
+def _no_repeats(values: list[str], what: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{what} more than once: {', '.join(repeated)}")
+
+
+class KeyRotationStatement(_Message):
+    """A change of the traps' keyring (add these keys, revoke those ids), signed by a release key
+    the trap trusts when it applies the statement. `sequence` only grows: a trap refuses a
+    statement not newer than the last one it applied (replay)."""
+
+    schema_: Literal["trapline.key-rotation/1"] = Field(KEY_ROTATION_SCHEMA, alias="schema")
+    sequence: int = Field(ge=1, le=INT32_MAX)
+    issued_at: Timestamp
+    add: list[AddedKey] = Field(default_factory=list, max_length=MAX_ADDED_KEYS)
+    revoke: list[KeyId] = Field(default_factory=list, max_length=MAX_REVOKED_KEYS)
+    key_id: KeyId  # the signer
+    signature: Ed25519Signature
+
+    @model_validator(mode="after")
+    def _a_sound_change(self) -> KeyRotationStatement:
+        if not self.add and not self.revoke:
+            raise ValueError("a key rotation statement must add or revoke a key")
+        added = [key.key_id for key in self.add]
+        _no_repeats(added, "key added")
+        _no_repeats(self.revoke, "key revoked")
+        both = sorted(set(added) & set(self.revoke))
+        if both:
+            raise ValueError(f"keys both added and revoked: {', '.join(both)}")
+        if self.key_id in self.revoke:
+            # it would leave a trap trusting a statement whose signer it no longer trusts; another
+            # trusted key must revoke it (README, "Release keys")
+            raise ValueError(f"a statement may not revoke the key that signs it ({self.key_id})")
+        return self
+
+    def signed_bytes(self) -> bytes:
+        return key_rotation_statement(
+            self.sequence,
+            self.issued_at,
+            self.key_id,
+            {key.key_id: key.public_key for key in self.add},
+            list(self.revoke),
+        )
+
+
+class KeysCommand(_Message):
+    """Retained on `<prefix>/<device>/cmd/keys`: the newest key rotation statements, oldest first.
+
+    A trap applies, in order, each one newer than the last it applied, each verified against the
+    keyring as the ones before left it; the unsigned list itself is not trusted."""
+
+    schema_: Literal["trapline.cmd.keys/1"] = Field(KEYS_COMMAND_SCHEMA, alias="schema")
+    statements: list[KeyRotationStatement] = Field(min_length=1, max_length=MAX_KEY_STATEMENTS)
+
+    @field_validator("statements")
+    @classmethod
+    def _in_order(cls, statements: list[KeyRotationStatement]) -> list[KeyRotationStatement]:
+        sequences = [s.sequence for s in statements]
+        if any(b <= a for a, b in zip(sequences, sequences[1:], strict=False)):
+            raise ValueError(f"statements must come in growing sequence order, not {sequences}")
+        return statements
 
 
 # A look signature: the box's crop as 16x16 greyscale bytes, hex-encoded (row-major). Cheap to
@@ -426,7 +563,7 @@ Writer = Literal["device", "server"]
 
 
 TopicKind = Literal[
-    "status", "detections", "sequences", "heartbeat", "ota", "cmd/model", "cmd/ignore-regions"
+    "status", "detections", "sequences", "heartbeat", "ota", "cmd/model", "cmd/ignore-regions", "cmd/keys"
 ]
 
 
@@ -449,7 +586,9 @@ _TOPIC_SPECS = (
     TopicSpec("detections", "device", 1, False, DetectionMessage, "one message per processed frame"),
     TopicSpec("sequences", "device", 1, False, SequenceSummary, "one summary per closed burst"),
     TopicSpec("heartbeat", "device", 0, False, Heartbeat, "vital signs, best effort"),
-    TopicSpec("ota", "device", 1, False, OtaProgress, "model update progress and failures"),
+    TopicSpec(
+        "ota", "device", 1, False, OtaProgress, "model update progress and failures; key rotation outcomes"
+    ),
     TopicSpec(
         "cmd/model",
         "server",
@@ -460,6 +599,14 @@ _TOPIC_SPECS = (
     ),
     TopicSpec(
         "cmd/ignore-regions", "server", 1, True, IgnoreRegionsCommand, "static false positives to demote"
+    ),
+    TopicSpec(
+        "cmd/keys",
+        "server",
+        1,
+        True,
+        KeysCommand,
+        "signed key rotation statements: the release keys the trap trusts; outcome reported on `ota`",
     ),
 )
 TOPICS: Final[dict[TopicKind, TopicSpec]] = {spec.kind: spec for spec in _TOPIC_SPECS}

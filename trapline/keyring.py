@@ -8,7 +8,6 @@ signed it. A single `.pub` file is accepted where a keyring is expected (a keyri
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from trapline.contracts import raw_key_id
 from trapline.files import atomic_write
 
-KEY_ID_HEX = 16
 PUBLIC_SUFFIX = ".pub"
 
 
@@ -27,9 +26,12 @@ class KeyringError(ValueError):
     """A key cannot be read, or a signature verifies with no trusted key."""
 
 
+def raw_public_key(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX]
+    return raw_key_id(raw_public_key(public))
 
 
 def public_pem(public: Ed25519PublicKey) -> bytes:

@@ -47,6 +47,7 @@ from trapline.credentials import reveal
 from trapline.edge.backends import BACKENDS, ModelLoadError
 from trapline.edge.config import AgentConfig
 from trapline.edge.detector import Detector
+from trapline.edge.keyring_store import trusted_keyring
 from trapline.edge.ota.download import DiskFullError, DownloadError, download
 from trapline.edge.ota.selftest import run_self_test
 from trapline.edge.ota.slots import BASE, SlotInfo, SlotStore, installed_slot
@@ -141,7 +142,7 @@ def load_installed(config: AgentConfig) -> Detector | None:
         return None
     model = config.model
     try:
-        model_file = resolve_model(slot, model.keyring)
+        model_file = resolve_model(slot, trusted_keyring(config))
     except BundleError as exc:
         raise ModelLoadError(f"installed model {slot}: {exc}") from exc
     return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
@@ -218,7 +219,7 @@ class ModelUpdates:
     def _load_slot(self, slot: str) -> Detector:
         model = self.config.model
         try:
-            model_file = resolve_model(self.slots.path(slot), model.keyring)
+            model_file = resolve_model(self.slots.path(slot), trusted_keyring(self.config))
         except BundleError as exc:
             raise ModelLoadError(f"refusing model bundle: {exc}") from exc
         return Detector(model_file, model.backend, model.threads, model.conf_threshold, model.iou_threshold)
@@ -250,6 +251,13 @@ class ModelUpdates:
             self._retry_at = 0.0
         if command is not None:
             log.info("desired model: %s v%s (release %d)", command.name, command.version, command.release_id)
+        self._wake.set()
+
+    def keyring_changed(self) -> None:
+        """Key rotation changed the trusted keys: a release refused for its key is judged anew."""
+        with self._lock:
+            self._dismissed.clear()
+            self._retry_at = 0.0
         self._wake.set()
 
     def command_error(self, kind: TopicKind | None, reason: str) -> None:
@@ -393,7 +401,7 @@ class ModelUpdates:
 
     def _keyring(self) -> Keyring:
         try:
-            return Keyring.load(self.config.model.keyring)
+            return Keyring.load(trusted_keyring(self.config))
         except KeyringError as exc:
             raise _Transient(f"cannot read the keyring: {exc}") from exc
 

@@ -24,6 +24,7 @@ class DeviceHealth(BaseModel):
     disk_free_bytes: int | None
     cpu_temp_c: float | None
     last_error: str | None
+    clock_suspect: bool  # the trap's last status or heartbeat had a time before 2000 or far ahead
     # the trap's last tamper check (heartbeat `view`): ok / shifted / blocked; None before one
     view_state: str | None = None
 
@@ -48,6 +49,7 @@ class Frame(BaseModel):
     model: str
     detections: list[Box]
     media: dict[str, str]  # kind -> sha256 of uploaded thumbnails/crops/frames
+    clock_suspect: bool  # captured_at cannot be right: the trap's clock was not set (e.g. 1970)
 
 
 T = TypeVar("T")

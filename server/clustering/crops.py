@@ -16,12 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from trapline.contracts import MediaKind
+
 CROP_SIZE = 224
 # pixels outside the picture: the ImageNet mean, so padding normalises to zero
 PAD_RGB = (124, 116, 104)
 # the order pictures are preferred in: full resolution first
-SOURCE_KINDS = ("frame", "thumbnail", "crop")
-CANDIDATE_KIND = "candidate"
+SOURCE_KINDS: tuple[MediaKind, ...] = ("frame", "thumbnail", "crop")
+CANDIDATE_KIND: MediaKind = "candidate"
 
 
 class CropError(ValueError):

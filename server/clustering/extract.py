@@ -222,7 +222,9 @@ _EXTRACTORS: dict[ExtractionParams, FeatureExtractor] = {}
 def _extractor(settings: ServerSettings, params: ExtractionParams) -> FeatureExtractor:
     """One extractor per process and params: loading ResNet-152 takes seconds."""
     if params not in _EXTRACTORS:
-        _EXTRACTORS[params] = make_extractor(settings, params.extractor, params.runtime, params.random_seed)
+        _EXTRACTORS[params] = make_extractor(
+            settings, params.extractor, params.runtime, params.random_seed, settings.clustering_threads
+        )
     return _EXTRACTORS[params]
 
 
@@ -268,13 +270,14 @@ def work_on(
             continue
         if state in ("done", "failed"):
             return extracted
+        # loaded before claiming: a lease must not run out while a model loads
+        extractor = extractor or _extractor(settings, params)
         chunk = claim(sessions, job_id, worker, settings.work_lease_s)
         if chunk is None:
             if _finish_if_complete(sessions, job_id):
                 return extracted
             time.sleep(min(settings.work_lease_s / 4, 2.0))  # others hold leases: wait for them
             continue
-        extractor = extractor or _extractor(settings, params)
         count = extract_chunk(settings, sessions, chunk, extractor, params, worker)
         if count is not None:
             extracted += count

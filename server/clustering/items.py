@@ -70,7 +70,12 @@ def eligible_keys(session: Session, min_conf: float, category: str = "animal") -
         .where(Detection.frame_id.in_(with_picture))
         .order_by(Detection.id)
     )
-    candidates = session.scalars(select(Media.id).where(Media.kind == CANDIDATE_KIND).order_by(Media.id))
+    # a candidate whose frame's message has not arrived (or was dropped by a full spool) waits
+    candidates = session.scalars(
+        select(Media.id)
+        .where(Media.kind == CANDIDATE_KIND, Media.detection_id.in_(select(DetectionFrame.id)))
+        .order_by(Media.id)
+    )
     return [detection_key(i) for i in boxes] + [media_key(i) for i in candidates]
 
 

@@ -78,15 +78,22 @@ def crop_grid(crops: list[np.ndarray], path: Path) -> Path:
     return path
 
 
+def representatives(clusters: np.ndarray, rank: np.ndarray) -> dict[int, list[int]]:
+    """Per cluster (and the unknown queue), the rows of its grid: the crops nearest its centroid."""
+    chosen = {}
+    for c in sorted(set(int(v) for v in clusters)):
+        members = np.flatnonzero(clusters == c)
+        chosen[c] = [int(i) for i in members[np.argsort(rank[members], kind="stable")][: GRID_SIDE**2]]
+    return chosen
+
+
 def write_grids(
     clusters: np.ndarray, rank: np.ndarray, cut: Callable[[int], np.ndarray | None], out: Path
 ) -> dict[int, str]:
     """Per cluster (and the unknown queue), its most representative crops."""
     grids = {}
-    for c in sorted(set(int(v) for v in clusters)):
-        members = np.flatnonzero(clusters == c)
-        ordered = members[np.argsort(rank[members], kind="stable")][: GRID_SIDE**2]
-        crops = [p for p in (cut(int(i)) for i in ordered) if p is not None]
+    for c, ordered in representatives(clusters, rank).items():
+        crops = [p for p in (cut(i) for i in ordered) if p is not None]
         name = "unknown.jpg" if c == UNKNOWN else f"cluster-{c:02d}.jpg"
         crop_grid(crops, out / name)
         grids[c] = name

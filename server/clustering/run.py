@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 from threadpoolctl import threadpool_limits
 
@@ -22,7 +22,13 @@ from trapline.server.clustering.crops import CropError
 from trapline.server.clustering.extract import ExtractionParams, feature_space
 from trapline.server.clustering.items import PictureFinder, load_items
 from trapline.server.clustering.quality import agreement, reference_species, suggest
-from trapline.server.clustering.report import plot_k_selection, plot_tsne, write_grids, write_markdown
+from trapline.server.clustering.report import (
+    plot_k_selection,
+    plot_tsne,
+    representatives,
+    write_grids,
+    write_markdown,
+)
 from trapline.server.clustering.store import FeatureStore, FeatureTable
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
@@ -163,8 +169,9 @@ def _run_clustering(
     plot_k_selection(selection, out)
     plot_tsne(coords, result.labels[idx], out, f"t-SNE of {len(idx)} crops, {space}, mode {mode}")
 
-    with sessions() as session:
-        items = {item.key: item for item in load_items(session, table.keys)}
+    shown = [table.keys[row] for rows in representatives(result.labels, result.rank).values() for row in rows]
+    with sessions() as session:  # only the crops the grids show are cut
+        items = {item.key: item for item in load_items(session, shown)}
         finder = PictureFinder(session, settings.media_dir, list(items.values()))
 
     def cut(row: int) -> np.ndarray | None:
@@ -212,16 +219,18 @@ def _run_clustering(
         run = session.get(ClusteringRun, run_id)
         if run is None:
             raise LookupError(f"no clustering run {run_id}")
-        for i, key in enumerate(table.keys):
-            session.add(ClusterMember(
-                run_id=run_id, detection_id=int(key[1:]) if key[0] == "d" else None,
-                media_id=int(key[1:]) if key[0] == "m" else None, cluster=int(result.labels[i]),
-                nearest_cluster=int(result.nearest[i]),
-                probability=round(float(result.probabilities[i].max()), 4),
-                distance=round(float(result.distances[i]), 4), rank=int(result.rank[i]),
-                source_kind=str(table.meta["source_kind"][i] or "?"),
-                suggestion=suggestions.labels[i], suggestion_probability=suggestions.probabilities[i],
-            ))  # fmt: skip
+        best = result.probabilities.max(axis=1)
+        member_rows: list[dict[str, Any]] = [
+            dict(run_id=run_id, detection_id=int(key[1:]) if key[0] == "d" else None,
+                 media_id=int(key[1:]) if key[0] == "m" else None, cluster=int(result.labels[i]),
+                 nearest_cluster=int(result.nearest[i]), probability=round(float(best[i]), 4),
+                 distance=round(float(result.distances[i]), 4), rank=int(result.rank[i]),
+                 source_kind=str(table.meta["source_kind"][i] or "?"),
+                 suggestion=suggestions.labels[i], suggestion_probability=suggestions.probabilities[i])
+            for i, key in enumerate(table.keys)
+        ]  # fmt: skip
+        for start in range(0, len(member_rows), 10000):  # in bulk: one ORM object per crop is slow at 100k
+            session.execute(insert(ClusterMember), member_rows[start : start + 10000])
         run.state, run.crops, run.k, run.path = "done", len(table), k, str(out)
         run.report = {key: value for key, value in report.items() if key != "failed_crops"}
     log.info("clustering run %s: %d crops, k=%d, %d unknown", run_id, len(table), k, report["unknown"])

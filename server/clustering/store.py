@@ -107,23 +107,39 @@ class FeatureStore:
 
     def load(self) -> FeatureTable:
         """Every crop's newest result: a later success replaces an earlier failure, never the
-        reverse (a success is final)."""
-        rows: dict[str, tuple[dict[str, Any], np.ndarray | None]] = {}
-        for path in self._chunks():
+        reverse (a success is final). Features are read as whole columns, not row by row."""
+        newest: dict[str, tuple[int, int]] = {}  # key -> (chunk, row) of the result kept
+        ok: dict[str, bool] = {}
+        metas: list[dict[str, list[Any]]] = []
+        blocks: list[np.ndarray | None] = []
+        for number, path in enumerate(self._chunks()):
             table = pq.read_table(path)
             meta = {c: table[c].to_pylist() for c in META_COLUMNS}
-            values = table["feature"]
-            for i, key in enumerate(meta["key"]):
-                value = values[i]
-                feature = None if not value.is_valid else np.asarray(value.values, np.float32)
-                previous = rows.get(key)
-                if previous is not None and previous[1] is not None:
+            column = table["feature"].combine_chunks()
+            valid = np.asarray(column.is_valid()) if column.null_count else np.ones(len(column), bool)
+            size = column.type.list_size if pa.types.is_fixed_size_list(column.type) else 0
+            block = None
+            if size:
+                # the child array keeps a slot for a null (failed) row too: row i is its i-th block
+                values = np.asarray(column.values.to_numpy(zero_copy_only=False), np.float32)
+                block = values.reshape(-1, size)[column.offset : column.offset + len(column)]
+            blocks.append(block)
+            metas.append(meta)
+            for row, key in enumerate(meta["key"]):
+                if ok.get(key):
                     continue
-                rows[key] = ({c: meta[c][i] for c in META_COLUMNS}, feature)
-        ok = [(m, f) for m, f in rows.values() if f is not None]
-        failures = {m["key"]: str(m["failure"]) for m, f in rows.values() if f is None}
-        meta_out: dict[str, list[Any]] = {c: [m[c] for m, _ in ok] for c in META_COLUMNS}
-        features = np.stack([f for _, f in ok]) if ok else np.zeros((0, 0), np.float32)
+                newest[key] = (number, row)
+                ok[key] = bool(valid[row]) and size > 0
+        chosen = [(key, place) for key, place in newest.items() if ok[key]]
+        failures = {
+            key: str(metas[place[0]]["failure"][place[1]]) for key, place in newest.items() if not ok[key]
+        }
+        meta_out: dict[str, list[Any]] = {c: [metas[n][c][r] for _, (n, r) in chosen] for c in META_COLUMNS}
+        features = (
+            np.stack([blocks[n][r] for _, (n, r) in chosen])  # type: ignore[index]
+            if chosen
+            else np.zeros((0, 0), np.float32)
+        )
         return FeatureTable(meta_out, features, failures)
 
     def iter_jsonl(self) -> Iterator[str]:

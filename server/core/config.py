@@ -6,6 +6,7 @@ the variable itself, a file named by `<variable>_FILE`, or a systemd credential.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,13 @@ from trapline.credentials import read_secret
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL
 
 _PREFIX = "TRAPLINE_SERVER_"
+SQLITE_PREFIX = "sqlite:///"
+
+
+def default_data_dir() -> Path:
+    """systemd's StateDirectory= when run by the shipped units (/var/lib/trapline), and the same
+    place otherwise: never a path relative to wherever the server happened to start."""
+    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/trapline").split(":")[0])
 
 
 @dataclass(frozen=True)
@@ -33,10 +41,14 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=_PREFIX, extra="forbid")
 
     database_url: str = Field(
-        "sqlite:///var/trapline/trapline.sqlite",
-        description="SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg://user:pw@host/db",
+        "",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db "
+        "(default: SQLite in data_dir)",
     )
-    data_dir: Path = Field(Path("var/trapline"), description="media store, job files, task queue")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="media store, job files, task queue (default $STATE_DIRECTORY or /var/lib/trapline)",
+    )
     mqtt_host: str = Field("localhost", description="broker host")
     mqtt_port: int = Field(1883, description="broker port")
     mqtt_prefix: str = Field(DEFAULT_PREFIX, description="topic prefix")
@@ -47,11 +59,21 @@ class ServerSettings(BaseSettings):
         " or the systemd credential mqtt-password; never in a config file",
     )
     mqtt_share_group: str | None = Field(
-        "ingest", description="MQTT 5 shared-subscription group; None subscribes directly"
+        None,
+        description="MQTT 5 shared-subscription group for several ingest workers (`ingest`); unset, the"
+        " one worker subscribes directly. Mosquitto drops messages for a $share group whose members"
+        " have not reconnected after a broker restart; a direct subscription queues them",
     )
     mqtt_client_id: str = Field("trapline-ingest-1", description="unique per ingest worker")
-    ingest_batch_size: int = Field(500, gt=0, description="messages per database commit")
+    ingest_batch_size: int = Field(1000, gt=0, description="messages per database commit")
     ingest_batch_seconds: float = Field(0.2, gt=0, description="longest wait before a commit")
+    ingest_receive_maximum: int = Field(
+        4000,
+        gt=0,
+        le=65535,
+        description="unacknowledged messages the broker may send the worker at once (MQTT 5 flow "
+        "control); bounds the worker's memory; at least ingest_batch_size",
+    )
     auto_register: bool = Field(False, description="accept messages from devices nobody registered")
     max_payload_bytes: int = Field(256 * 1024, gt=0, description="larger messages are dead letters")
     stale_after_s: float = Field(3 * 3600, gt=0, description="a trap silent this long is stale")
@@ -67,6 +89,36 @@ class ServerSettings(BaseSettings):
         "sqlite", description="background jobs: 'sqlite' (one machine) or a redis:// URL (several)"
     )
     session_hours: float = Field(12, gt=0, description="dashboard login lifetime")
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, gt=0, description="largest picture a trap may upload or /inference accepts"
+    )
+    inference_threads: int = Field(
+        2, gt=0, le=64, description="pictures /inference decodes and runs at once (more wait)"
+    )
+    export_concurrency: int = Field(
+        1, gt=0, le=16, description="exports built at once; more requests get 429 (try again later)"
+    )
+    allow_http_uploads: bool = Field(
+        False,
+        description="accept trap upload tokens over plain http from other machines (loopback and "
+        "https are always accepted); leave off unless the network itself is trusted",
+    )
+    public_api_docs: bool = Field(False, description="serve /docs and /openapi.json without logging in")
+    dead_letter_retention_days: float = Field(
+        30, ge=0, description="dead letters older than this are deleted (0: keep for ever)"
+    )
+    job_retention_days: float = Field(
+        7, ge=0, description="finished jobs and their ZIP files older than this are deleted (0: keep)"
+    )
+    media_retention_days: float = Field(
+        0,
+        ge=0,
+        description="pictures uploaded longer ago than this are deleted (0, the default: keep for "
+        "ever; pictures are the survey's evidence)",
+    )
+    retention_interval_minutes: int = Field(
+        60, gt=0, le=1440, description="how often the job worker applies the retention settings"
+    )
     heartbeat_sample_s: float = Field(
         300, gt=0, description="fleet health history: at most one heartbeat kept per trap this often"
     )
@@ -119,7 +171,11 @@ class ServerSettings(BaseSettings):
         " species count as known when the server holds their photos (matched by SHA-256)",
     )
     clustering_threads: int = Field(
-        2, ge=1, le=64, description="threads for clustering and t-SNE (at most the free cores)"
+        2,
+        ge=1,
+        le=64,
+        description="threads per worker for feature extraction, clustering and t-SNE"
+        " (at most the free cores: more threads than cores make PyTorch far slower)",
     )
     signing_key: Path | None = Field(
         None,
@@ -152,6 +208,19 @@ class ServerSettings(BaseSettings):
     def _secrets_from_files(self) -> ServerSettings:
         if self.mqtt_password is None:
             self.mqtt_password = read_secret(f"{_PREFIX}MQTT_PASSWORD", "mqtt-password")
+        return self
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> ServerSettings:
+        # under systemd the working directory is /: a relative path would land somewhere read-only
+        self.data_dir = self.data_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"{SQLITE_PREFIX}{self.data_dir / 'trapline.sqlite'}"
+        elif self.database_url.startswith(SQLITE_PREFIX) and ":memory:" not in self.database_url:
+            path = Path(self.database_url.removeprefix(SQLITE_PREFIX)).expanduser()
+            self.database_url = f"{SQLITE_PREFIX}{path.absolute()}"
+        if self.ingest_receive_maximum < self.ingest_batch_size:
+            raise ValueError("ingest_receive_maximum must be at least ingest_batch_size")
         return self
 
     def heartbeat_history(self) -> HeartbeatHistory:
@@ -194,6 +263,10 @@ class ServerSettings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
 
     @property
     def learning_dir(self) -> Path:

@@ -13,6 +13,11 @@ What ecologists ask of it:
   convention, as Camtrap DP has it), and a `blank` observation for a frame without boxes;
 - `classificationMethod`/`classifiedBy`: `machine` and the model name and version that made the
   call, or `human` and the biologist who labelled the frame or the whole sequence;
+- a box a reviewer labelled (the learning loop's review pages) gets a second, `human`
+  observation beside the machine's, with the same bbox, the reviewer and when: the species; or
+  `blank` for "not an animal" (a false detection) and `unknown` for "unsure", said in
+  `observationComments`. A labelled below-threshold candidate crop is a `human` media-level
+  observation (its box is not known to the server);
 - `eventID` is the burst (sequence) a picture belongs to, `eventStart`/`eventEnd` its bounds; each
   closed sequence also gets event-level observations (per category: the most individuals seen in
   one frame, and the best confidence);
@@ -27,7 +32,6 @@ import io
 import json
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +43,9 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from trapline.contracts import as_category
-from trapline.server.models import Deployment, DetectionFrame, Label, Media, Sequence
+from trapline.server.exports.zip_stream import zip_chunks
+from trapline.server.learning.labels import NOT_AN_ANIMAL, UNSURE, current_labels, is_species, reviewed_frames
+from trapline.server.models import CropLabel, Deployment, DetectionFrame, Label, Media, Sequence
 from trapline.server.queries import boxes_by_frame, frames_in, media_by_frame, picture, rows_where_in
 
 VERSION = "1.0.2"
@@ -236,6 +242,25 @@ def _human(label: Label) -> dict[str, Any]:
     }
 
 
+def _reviewed(label: CropLabel, what: str) -> dict[str, Any]:
+    """A reviewer's label of one box or candidate crop as a human observation."""
+    if label.label == NOT_AN_ANIMAL:
+        kind, name, comment = "blank", None, f"reviewer: not an animal ({what} is a false detection)"
+    elif label.label == UNSURE:
+        kind, name, comment = "unknown", None, f"reviewer: unsure what {what} shows"
+    else:
+        kind, name, comment = "animal", label.label, f"reviewer labelled {what}"
+    return {
+        "observationType": kind,
+        "scientificName": name,
+        "count": 1 if kind == "animal" else None,
+        "classificationMethod": "human",
+        "classifiedBy": label.labelled_by,
+        "classificationTimestamp": _ts(label.labelled_at),
+        "observationComments": comment,
+    }
+
+
 def observation_rows(
     session: Session, since: datetime | None, until: datetime | None
 ) -> Iterator[dict[str, Any]]:
@@ -247,6 +272,7 @@ def observation_rows(
         boxes = boxes_by_frame(session, frame_ids)
         sequences = {s.id: s for s in rows_where_in(session, select(Sequence), Sequence.id, sequence_ids)}
         labels = _labels(session, frame_ids, sequence_ids)
+        reviewed = reviewed_frames(session, boxes)
         for frame, dep in chunk:
             seq = sequences.get(frame.sequence_id)
             start, end = (seq.first_frame_at, seq.last_frame_at) if seq else (frame.captured_at,) * 2
@@ -270,17 +296,34 @@ def observation_rows(
                     **machine,
                 }
             for number, det in enumerate(boxes[frame.id]):
+                bbox = {
+                    "bboxX": round(det.x, 6),
+                    "bboxY": round(det.y, 6),
+                    "bboxWidth": max(round(det.w, 6), 1e-6),
+                    "bboxHeight": max(round(det.h, 6), 1e-6),
+                }
                 yield {
                     "observationID": f"{frame.id}:{number}",
                     **media_level,
                     "observationType": OBSERVATION_TYPE.get(det.category, "unknown"),
                     "count": 1,
-                    "bboxX": round(det.x, 6),
-                    "bboxY": round(det.y, 6),
-                    "bboxWidth": max(round(det.w, 6), 1e-6),
-                    "bboxHeight": max(round(det.h, 6), 1e-6),
+                    **bbox,
                     **machine,
                     "classificationProbability": round(det.conf, 6),
+                }
+                review = reviewed.boxes.get(det.id)
+                if review is not None:
+                    yield {
+                        "observationID": f"{frame.id}:{number}:review",
+                        **media_level,
+                        **bbox,
+                        **_reviewed(review, f"the {det.category} box"),
+                    }
+            for media, review in reviewed.candidates.get(frame.id, []):
+                yield {
+                    "observationID": f"{frame.id}:candidate-{media.id}",
+                    **media_level,
+                    **_reviewed(review, f"below-threshold candidate crop {media.sha256[:12]}"),
                 }
             for label in labels:
                 if label.frame_id == frame.id:
@@ -341,8 +384,9 @@ def descriptor(session: Session, since: datetime | None, until: datetime | None)
     now = datetime.now(UTC)
     first = min(d.start for d in deployments)
     last = max(d.end or now for d in deployments)
-    species = session.scalars(select(Label.species).distinct().order_by(Label.species))
-    taxa = [{"scientificName": name} for name in species if name.strip().lower() not in BLANK_LABELS]
+    species = set(session.scalars(select(Label.species).distinct()))
+    species |= {lab.label for lab in current_labels(session).values() if is_species(lab.label)}
+    taxa = [{"scientificName": name} for name in sorted(species) if name.strip().lower() not in BLANK_LABELS]
     return {
         "profile": f"{BASE_URL}/{PROFILE}",
         "name": "trapline-export",
@@ -417,25 +461,10 @@ def package_entries(
 
 
 def stream_zip(entries: Iterable[Entry], out: IO[bytes]) -> None:
-    """Write the entries as a ZIP into `out` (a file, a pipe, a response stream: no seeking needed)."""
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for entry in entries:
-            if entry.source is not None:
-                # pictures are JPEG already: deflating them again costs CPU and saves nothing
-                stored = zipfile.ZipInfo(entry.path, _zip_time())
-                with archive.open(stored, "w") as target, entry.source.open("rb") as source:
-                    shutil.copyfileobj(source, target, 1 << 20)
-                continue
-            info = zipfile.ZipInfo(entry.path, _zip_time())
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as target:
-                for chunk in entry.chunks or ():
-                    target.write(chunk)
-
-
-def _zip_time() -> tuple[int, int, int, int, int, int]:
-    now = datetime.now(UTC)
-    return (now.year, now.month, now.day, now.hour, now.minute, now.second)
+    """Write the entries as a ZIP into `out` (a file, a pipe, a response stream: no seeking needed).
+    Pictures are stored as they are (JPEG already), tables deflated."""
+    for chunk in zip_chunks(entries):
+        out.write(chunk)
 
 
 # --- a whole package in memory: for small exports and tests ---------------------------------

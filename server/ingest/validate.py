@@ -6,7 +6,8 @@ Nothing a trap sends may raise out of here: every failure is a `Rejected` with a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,6 +25,8 @@ class Accepted:
     message: BaseModel
     topic: str  # the raw message, kept in case storing it is refused later (unknown device)
     payload: bytes
+    # when the server received it: the order of device states, whatever the trap's clock says
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ def _describe(kind: str, exc: ValidationError) -> str:
     return f"off-contract {kind}: {where}: {first['msg']} ({exc.error_count()} errors)"
 
 
-def validate(prefix: str, topic: str, payload: bytes, max_bytes: int) -> Accepted | Rejected:
+def validate(
+    prefix: str, topic: str, payload: bytes, max_bytes: int, received_at: datetime | None = None
+) -> Accepted | Rejected:
     parsed = parse_topic(prefix, topic)
     if parsed is None:
         return Rejected(f"not a Trapline topic: {topic[:200]!r}")
@@ -59,4 +64,4 @@ def validate(prefix: str, topic: str, payload: bytes, max_bytes: int) -> Accepte
     claimed = getattr(message, "device_id", device_id)
     if claimed != device_id:
         return Rejected(f"topic device {device_id!r} but payload device {claimed!r} (spoofing?)")
-    return Accepted(device_id, kind, message, topic, payload)
+    return Accepted(device_id, kind, message, topic, payload, received_at or datetime.now(UTC))

@@ -2,18 +2,30 @@
 
 The session is persistent (MQTT 5, clean_start off, long expiry), so messages published while the
 worker is down wait in the broker. Acknowledgements are manual: a message is PUBACKed only after
-the transaction holding it has committed, so a crash between receive and commit loses nothing
-(the broker redelivers; the detection id makes the second copy a no-op). Several workers share the
-load through `$share/<group>/...` subscriptions.
+the transaction holding it (or its dead letter) has committed, so a crash between receive and
+commit loses nothing (the broker redelivers; idempotent storage makes the second copy a no-op).
+One worker subscribes directly (Mosquitto queues for it across a broker restart); several share
+the load through `$share/<group>/...` when `mqtt_share_group` is set.
+
+No message can stop ingest. Validation turns anything a trap sends into a typed message or a
+reason. A batch the database refuses is tried again message by message, so one poison message
+becomes a dead letter and the others are stored; a database that does not answer at all is
+waited for (nothing is acknowledged meanwhile, so nothing is lost). Flow control: the broker may
+send at most `ingest_receive_maximum` unacknowledged messages (MQTT 5 Receive Maximum). Mosquitto
+2.0.11 was measured sending more after a session resumes with a backlog; the worker then stops
+reading at twice the limit (TCP holds the broker back), so its memory stays bounded either way.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,19 +33,25 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trapline.contracts import UPLINK_KINDS
 from trapline.credentials import reveal
-from trapline.server.core.config import ServerSettings
+from trapline.edge.health import sd_notify, watchdog_interval_s
+from trapline.server.core.config import SQLITE_PREFIX, ServerSettings
 from trapline.server.db import transaction
-from trapline.server.ingest.store import store_batch
+from trapline.server.ingest import mqtt_speedup
+from trapline.server.ingest.store import DeadLetterIn, StoreResult, store_batch
 from trapline.server.ingest.validate import Accepted, Rejected, validate
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 30.0
+TRANSIENT_RETRIES = 5  # a batch failing this often for a database that answers is looked into
 
 
 @dataclass
@@ -42,7 +60,10 @@ class IngestCounters:
     stored_frames: int = 0
     duplicates: int = 0
     dead_letters: int = 0
-    db_errors: int = 0
+    db_errors: int = 0  # failed database writes (the batch or message was tried again)
+    isolated_batches: int = 0  # batches the database refused, stored message by message
+    dropped_qos0: int = 0  # heartbeats dropped because the queue was full (best effort)
+    unexpected_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,8 @@ class _Incoming:
     qos: int
     topic: str
     payload: bytes
+    received_at: datetime
+    generation: int  # which connection it came on: a packet id means nothing on the next one
 
 
 def subscriptions(settings: ServerSettings) -> list[str]:
@@ -60,13 +83,68 @@ def subscriptions(settings: ServerSettings) -> list[str]:
     return base
 
 
+class WriterTurn:
+    """Ingest workers sharing one SQLite database take turns through a file lock.
+
+    SQLite has one writer at a time. Left to its own busy handler, a waiting worker sleeps in
+    growing steps (up to 100 ms) and the database sits idle while both wait: measured, two workers
+    stored 30 % less than one. An exclusive `flock` wakes the waiting worker the moment the other
+    commits, and each worker decodes and validates its next batch while the other writes.
+    PostgreSQL needs no turns (a no-op there)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file = None
+        if path is not None:
+            try:
+                self._file = path.open("a")
+            except OSError as exc:  # a read-only folder: SQLite's own locking still applies
+                log.warning("no ingest write lock at %s (%s)", path, exc)
+
+    @classmethod
+    def for_database(cls, url: str) -> WriterTurn:
+        if url.startswith(SQLITE_PREFIX) and ":memory:" not in url:
+            return cls(Path(url.removeprefix(SQLITE_PREFIX) + ".ingest-lock"))
+        return cls(None)
+
+    def __enter__(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database is unreachable or out of resources (retry the same work
+    later), False when it refused this data (the message is the problem)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+
+
 class IngestWorker:
     def __init__(self, settings: ServerSettings, sessions: sessionmaker[Session]) -> None:
+        mqtt_speedup.apply()
         self.settings = settings
         self.sessions = sessions
         self.counters = IngestCounters()
+        # bounded: QoS 1 messages by the broker's flow control (Receive Maximum), QoS 0
+        # heartbeats by dropping when full
+        # (SimpleQueue: its C implementation hands a message over in a fraction of Queue's time)
         self._incoming: queue.SimpleQueue[_Incoming] = queue.SimpleQueue()
+        self._queue_limit = 2 * settings.ingest_receive_maximum
         self._stop = threading.Event()
+        self._ack_lock = threading.Lock()
+        self._generation = 0
+        self._network: threading.Thread | None = None
+        self._writer_turn = WriterTurn.for_database(settings.database_url)
+        self._watchdog_s: float | None = None
+        self._watchdog_due = 0.0
         self.connected = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=settings.mqtt_client_id, protocol=mqtt.MQTTv5
@@ -75,16 +153,18 @@ class IngestWorker:
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, reveal(settings.mqtt_password))
         self.client.reconnect_delay_set(1, 30)
-        self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
 
+    # --- MQTT callbacks (the network thread) ------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any) -> None:
         if reason.is_failure:
             log.error("broker refused the ingest worker: %s", reason)
             return
+        with self._ack_lock:
+            self._generation += 1
         client.subscribe([(t, 1) for t in subscriptions(self.settings)])
         log.info("ingest connected (session present: %s)", getattr(flags, "session_present", "?"))
 
@@ -103,11 +183,22 @@ class IngestWorker:
             log.warning("ingest disconnected: %s", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._incoming.put(_Incoming(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+        item = _Incoming(msg.mid, msg.qos, msg.topic, bytes(msg.payload), datetime.now(UTC), self._generation)
+        if self._incoming.qsize() >= self._queue_limit:
+            if item.qos == 0:  # best effort by contract
+                self.counters.dropped_qos0 += 1
+                return
+            # only a broker that ignores our Receive Maximum gets here: stop reading until there
+            # is room (TCP then holds the broker back)
+            while self._incoming.qsize() >= self._queue_limit and not self._stop.is_set():
+                time.sleep(0.01)
+        self._incoming.put(item)
 
+    # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = self.settings.ingest_receive_maximum
         self.client.connect_async(
             self.settings.mqtt_host,
             self.settings.mqtt_port,
@@ -115,70 +206,219 @@ class IngestWorker:
             clean_start=False,
             properties=props,
         )
-        self.client.loop_start()
+        self._network = threading.Thread(
+            target=self.client.loop_forever,
+            kwargs={"retry_first_connection": True},
+            name="ingest-mqtt",
+            daemon=True,
+        )
+        self._network.start()
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet taken into a batch."""
+        return self._incoming.qsize()
+
+    @property
+    def healthy(self) -> bool:
+        """The MQTT network thread is running (it reconnects by itself; if it died, nothing will)."""
+        return self._network is not None and self._network.is_alive()
 
     def _next_batch(self) -> list[_Incoming]:
+        """Up to ingest_batch_size messages, waiting at most ingest_batch_seconds for them."""
         batch: list[_Incoming] = []
+        size = self.settings.ingest_batch_size
         deadline = time.monotonic() + self.settings.ingest_batch_seconds
-        while len(batch) < self.settings.ingest_batch_size and not self._stop.is_set():
+        while len(batch) < size and not self._stop.is_set():
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 break
             try:
-                batch.append(self._incoming.get(timeout=timeout))
+                item: _Incoming | None = self._incoming.get(timeout=timeout)
             except queue.Empty:
                 break
+            while item is not None:  # then take what is there without waiting
+                if item.generation == self._generation:
+                    batch.append(item)
+                # else: it came on a connection that is gone; the broker sends it again on this one
+                try:
+                    item = self._incoming.get_nowait() if len(batch) < size else None
+                except queue.Empty:
+                    item = None
         return batch
 
-    def process(self, batch: list[_Incoming]) -> None:
-        """Validate and store one batch, then acknowledge it; retried until the database takes it."""
-        accepted: list[Accepted] = []
-        dead: list[tuple[str, str, bytes]] = []
-        for item in batch:
-            verdict = validate(
-                self.settings.mqtt_prefix, item.topic, item.payload, self.settings.max_payload_bytes
+    # --- storing -----------------------------------------------------------------------------
+    def _backoff(self, attempt: int) -> None:
+        self._wait(min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**attempt))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, still telling systemd we are alive: waiting for a database is not a hang."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self._feed_watchdog()
+            self._stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _commit(self, accepted: list[Accepted], dead: list[DeadLetterIn]) -> StoreResult:
+        with self._writer_turn, transaction(self.sessions) as session:
+            return store_batch(
+                session, accepted, dead, self.settings.auto_register, self.settings.heartbeat_history()
             )
-            if isinstance(verdict, Rejected):
-                log.warning("dead letter on %s: %s", item.topic[:120], verdict.reason)
-                dead.append((item.topic, verdict.reason, item.payload))
-            else:
-                accepted.append(verdict)
+
+    def _database_answers(self) -> bool:
+        try:
+            with self.sessions() as session:
+                session.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "no"
+            return False
+
+    def _store(self, accepted: list[Accepted], dead: list[DeadLetterIn]) -> StoreResult | None:
+        """Commit the batch; None when stopping before it could be (not acknowledged then)."""
+        attempt = 0
         while not self._stop.is_set():
             try:
-                with transaction(self.sessions) as session:
-                    result = store_batch(
-                        session,
-                        accepted,
-                        dead,
-                        self.settings.auto_register,
-                        self.settings.heartbeat_history(),
-                    )
-                break
-            except SQLAlchemyError as exc:
+                return self._commit(accepted, dead)
+            except Exception as exc:  # noqa: BLE001 - sorted out below, never fatal
                 self.counters.db_errors += 1
-                log.error("database write failed (%s); retrying the batch in 2 s", str(exc)[:300])
-                self._stop.wait(2)
-        else:
+                # a busy or unreachable database: the same batch again, later (a lock held by
+                # another writer, a restart, a full disk); never a reason to blame a message
+                if database_unavailable(exc) and (
+                    attempt < TRANSIENT_RETRIES or not self._database_answers()
+                ):
+                    log.error("database unavailable (%s); batch of %d waits", _describe(exc), len(accepted))
+                    self._backoff(attempt)
+                    attempt += 1
+                    continue
+                # the database answers but refused the batch: find the message(s) it refuses
+                log.warning("database refused a batch (%s); storing it message by message", _describe(exc))
+                self.counters.isolated_batches += 1
+                return self._store_one_by_one(accepted, dead)
+        return None
+
+    def _store_one_by_one(self, accepted: list[Accepted], dead: list[DeadLetterIn]) -> StoreResult | None:
+        totals = [0, 0, 0]
+        work: list[Accepted | DeadLetterIn] = [*accepted, *dead]
+        for item in work:
+            result = self._store_one(item)
+            if result is None:
+                return None
+            totals = [totals[0] + result.new_frames, totals[1] + result.duplicate_frames,
+                      totals[2] + result.dead_letters]  # fmt: skip
+        return StoreResult(*totals)
+
+    def _store_one(self, item: Accepted | DeadLetterIn) -> StoreResult | None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if isinstance(item, Accepted):
+                    return self._commit([item], [])
+                return self._commit([], [item])
+            except Exception as exc:  # noqa: BLE001
+                self.counters.db_errors += 1
+                transient = database_unavailable(exc)
+                if transient and (attempt < 3 or not self._database_answers()):
+                    self._backoff(attempt)
+                    attempt += 1
+                    continue
+                if isinstance(item, Accepted):
+                    reason = f"the database refused it: {_describe(exc)}"
+                    log.warning("dead letter on %s: %s", item.topic[:120], reason)
+                    letter = DeadLetterIn(item.topic, reason, item.payload, item.received_at)
+                    try:
+                        return self._commit([], [letter])
+                    except Exception as again:  # noqa: BLE001
+                        exc = again  # not even the dead letter: the database is the problem
+                log.error("cannot store on %s (%s); trying again", _topic_of(item), _describe(exc))
+                self._backoff(attempt)
+                attempt += 1
+        return None
+
+    def process(self, batch: list[_Incoming]) -> None:
+        """Validate and store one batch, then acknowledge it (in the order received)."""
+        accepted: list[Accepted] = []
+        dead: list[DeadLetterIn] = []
+        for item in batch:
+            try:
+                verdict = validate(
+                    self.settings.mqtt_prefix,
+                    item.topic,
+                    item.payload,
+                    self.settings.max_payload_bytes,
+                    item.received_at,
+                )
+            except Exception as exc:  # noqa: BLE001 - validate catches everything; belt and braces
+                verdict = Rejected(f"unreadable: {_describe(exc)}")
+            if isinstance(verdict, Rejected):
+                log.warning("dead letter on %s: %s", item.topic[:120], verdict.reason)
+                dead.append(DeadLetterIn(item.topic, verdict.reason, item.payload, item.received_at))
+            else:
+                accepted.append(verdict)
+        result = self._store(accepted, dead)
+        if result is None:
             return  # stopping: not acknowledged, the broker redelivers to the next worker
         self.counters.received += len(batch)
         self.counters.stored_frames += result.new_frames
         self.counters.duplicates += result.duplicate_frames
         self.counters.dead_letters += result.dead_letters
-        for item in batch:
-            if item.qos > 0:
-                self.client.ack(item.mid, item.qos)
+        self._acknowledge(batch)
 
-    def run(self) -> None:
+    def _acknowledge(self, batch: list[_Incoming]) -> None:
+        # under the lock: a reconnect between the check and the ack would ack someone else
+        with self._ack_lock:
+            for item in batch:
+                if item.qos > 0 and item.generation == self._generation:
+                    self.client.ack(item.mid, item.qos)
+
+    def _keep_as_dead_letters(self, batch: list[_Incoming], exc: Exception) -> None:
+        reason = f"ingest failed on this batch: {_describe(exc)}"
+        for item in batch:
+            letter = DeadLetterIn(item.topic, reason, item.payload, item.received_at)
+            if self._store_one(letter) is None:
+                return  # stopping: unacknowledged, redelivered later
+            self.counters.dead_letters += 1
+        self._acknowledge(batch)
+
+    def _feed_watchdog(self) -> None:
+        if self._watchdog_s is not None and time.monotonic() >= self._watchdog_due and self.healthy:
+            sd_notify("WATCHDOG=1")
+            self._watchdog_due = time.monotonic() + self._watchdog_s
+
+    def run(self) -> int:
+        """Run until stop(); 0 after a clean stop, 1 when the MQTT thread died (restart us)."""
+        self._watchdog_s = watchdog_interval_s()
         self.start()
+        # ready once running: a broker that is down is waited for, restarting would not help
+        sd_notify("READY=1\nSTATUS=connecting to the broker")
+        subscribed = False
         try:
             while not self._stop.is_set():
+                if not self.healthy:
+                    log.critical("the MQTT network thread died; exiting so that we are restarted")
+                    return 1
+                if subscribed != self.connected.is_set():
+                    subscribed = not subscribed
+                    sd_notify("STATUS=" + ("subscribed" if subscribed else "waiting for the broker"))
+                self._feed_watchdog()
                 batch = self._next_batch()
-                if batch:
+                if not batch:
+                    continue
+                try:
                     self.process(batch)
+                except Exception as exc:  # a bug, not the database: keep every message, go on
+                    self.counters.unexpected_errors += 1
+                    log.exception("unexpected error in a batch of %d; kept as dead letters", len(batch))
+                    self._keep_as_dead_letters(batch, exc)
+            return 0
         finally:
+            sd_notify("STOPPING=1")
             self.client.disconnect()
-            self.client.loop_stop()
+            if self._network is not None:
+                self._network.join(10)
             log.info("ingest stopped: %s", self.counters)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _topic_of(item: Accepted | DeadLetterIn) -> str:
+    return item.topic[:120]

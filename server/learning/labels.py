@@ -6,13 +6,16 @@ row (who and when stay visible, and the history is kept).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trapline.server.models import ClusterMember, CropLabel
+from trapline.server.clustering.crops import CANDIDATE_KIND
+from trapline.server.models import ClusterMember, CropLabel, Detection, Media
+from trapline.server.queries import rows_where_in
 
 NOT_AN_ANIMAL = "not an animal"
 UNSURE = "unsure"
@@ -102,3 +105,37 @@ def label_cluster(
         raise LookupError(f"run {run_id} has no cluster {cluster}")
     skip = set(exclude)
     return label_crops(session, [k for k in keys if k not in skip], label, user, run_id, cluster)
+
+
+@dataclass(frozen=True)
+class ReviewedFrames:
+    """The current reviewers' labels on some frames: per box, and per labelled candidate crop."""
+
+    boxes: dict[int, CropLabel]  # detection id -> its current label
+    candidates: dict[str, list[tuple[Media, CropLabel]]]  # frame id -> labelled candidate crops
+
+    def species(self) -> set[str]:
+        labels = [*self.boxes.values(), *(lab for pairs in self.candidates.values() for _, lab in pairs)]
+        return {lab.label for lab in labels if is_species(lab.label)}
+
+
+def reviewed_frames(session: Session, boxes: Mapping[str, Sequence[Detection]]) -> ReviewedFrames:
+    """What reviewers said about the boxes and candidate crops of these frames (exports)."""
+    frame_ids = list(boxes)
+    box_labels = current_labels(session, [f"d{det.id}" for dets in boxes.values() for det in dets])
+    candidates = list(
+        rows_where_in(
+            session, select(Media).where(Media.kind == CANDIDATE_KIND).order_by(Media.id), Media.detection_id,
+            frame_ids,
+        )
+    )  # fmt: skip
+    candidate_labels = current_labels(session, [f"m{m.id}" for m in candidates])
+    by_frame: dict[str, list[tuple[Media, CropLabel]]] = {}
+    for media in candidates:
+        label = candidate_labels.get(f"m{media.id}")
+        if label is not None and media.detection_id is not None:
+            by_frame.setdefault(media.detection_id, []).append((media, label))
+    return ReviewedFrames(
+        {int(key[1:]): lab for key, lab in box_labels.items()},
+        by_frame,
+    )

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from trapline.files import atomic_write
+from trapline.files import atomic_write, file_sha256
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
 from trapline.server.learning import toolchain
@@ -125,6 +126,40 @@ def build_dataset(settings: ServerSettings, session: Session, out: Path) -> tupl
     return data_yaml, added
 
 
+# bump when the evaluation's numbers change meaning: cached reports of the old kind are not read
+EVALUATION_CACHE_VERSION = 1
+
+
+def split_digest(data_yaml: Path, split: str = "test") -> str:
+    """What a split holds (each picture's name and bytes, its labels), as one hash."""
+    data = yaml.safe_load(data_yaml.read_text())
+    root = Path(data.get("path") or data_yaml.parent)
+    digest = hashlib.sha256()
+    for image in sorted((root / data[split]).iterdir()):
+        label = root / "labels" / split / image.with_suffix(".txt").name
+        digest.update(f"{image.name}\0{file_sha256(image)}\0".encode())
+        digest.update(label.read_bytes() if label.exists() else b"(no labels)")
+    return digest.hexdigest()
+
+
+def evaluate_on_test_split(
+    settings: ServerSettings, weights: Path, data_yaml: Path, test_digest: str
+) -> dict[str, Any]:
+    """The model's evaluation report on the fixed test split, computed once per (weights, split,
+    input size): every retraining scores the current model on the same split again."""
+    key = f"{EVALUATION_CACHE_VERSION}:{file_sha256(weights)}:{test_digest}:{settings.retrain_imgsz}"
+    cached = (
+        settings.learning_dir / "retrain" / "evaluations" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    )
+    if cached.exists():
+        report: dict[str, Any] = json.loads(cached.read_text())
+        return report
+    report = toolchain.evaluate(weights, data_yaml, settings.retrain_imgsz)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(cached, json.dumps(report).encode())
+    return report
+
+
 def _next_version(session: Session, name: str) -> str:
     versions = session.scalars(select(ModelVersion.version).where(ModelVersion.name == name))
     numbers = [int(v) for v in versions if v.isdigit()]
@@ -132,9 +167,15 @@ def _next_version(session: Session, name: str) -> str:
 
 
 def retraining_due(settings: ServerSettings, sessions: sessionmaker[Session]) -> tuple[bool, str]:
-    """The weekly rule: retrain when enough labels arrived since the last retraining."""
+    """The weekly rule: retrain when enough labels arrived since the last retraining that ran to
+    its verdict (a failed one is tried again), and none is queued or running now."""
     with sessions() as session:
-        last = session.scalar(select(func.max(RetrainRun.created_at)))
+        waiting = session.scalar(
+            select(func.count(Job.id)).where(Job.kind == "retrain", Job.state.in_(("queued", "running")))
+        )
+        if waiting:
+            return False, "a retraining is already queued or running"
+        last = session.scalar(select(func.max(RetrainRun.created_at)).where(RetrainRun.state != "failed"))
         query = select(func.count(CropLabel.id))
         if last is not None:
             query = query.where(CropLabel.labelled_at > last)
@@ -163,8 +204,9 @@ def run_retrain(
     log.info("retraining %s: %s", run_id, added)
     fit = fit or toolchain.fit
     weights = fit(data_yaml, base_weights, out / "fit", settings.retrain_epochs, settings.retrain_imgsz)
-    current = toolchain.evaluate(base_weights, data_yaml, settings.retrain_imgsz)
-    candidate = toolchain.evaluate(weights, data_yaml, settings.retrain_imgsz)
+    test_split = split_digest(data_yaml)
+    current = evaluate_on_test_split(settings, base_weights, data_yaml, test_split)
+    candidate = evaluate_on_test_split(settings, weights, data_yaml, test_split)
     evaluation = toolchain.write_evaluation(current, candidate, out / "evaluation")
     verdict = judge(current, candidate, settings.gate_tolerance)
     report: dict[str, Any] = {

@@ -37,12 +37,14 @@ def check_signing_key(path: Path | None) -> Path:
 
 
 def fit(data_yaml: Path, weights: Path, out: Path, epochs: int, imgsz: int, seed: int = 0) -> Path:
-    """Fine-tune from `weights`; the checkpoint after the last epoch."""
+    """Fine-tune from `weights`; the checkpoint after the last epoch. Ultralytics' own plots are
+    off: the job writes its evaluation report, and the training curves stay in results.csv."""
     from trapline.training.fit import fit as train
 
     return train(
-        data_yaml, weights, out, epochs=epochs, imgsz=imgsz, batch=8, seed=seed, patience=0, workers=0
-    )
+        data_yaml, weights, out, epochs=epochs, imgsz=imgsz, batch=8, seed=seed, patience=0, workers=0,
+        plots=False,
+    )  # fmt: skip
 
 
 def evaluate(

@@ -1,6 +1,7 @@
 """`trapline server ota`: the loop that moves rollouts along and keeps the broker's retained
-commands equal to the traps' desired releases. Run one per fleet; everything it does is
-idempotent, so a restart (or a second copy by mistake) only repeats what is already true."""
+commands equal to the traps' desired releases and key rotation statements. Run one per fleet;
+everything it does is idempotent, so a restart (or a second copy by mistake) only repeats what is
+already true."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trapline.server.core.config import ServerSettings
 from trapline.server.db import transaction
 from trapline.server.ota.commands import CommandSender, publish_pending
+from trapline.server.ota.key_rotations import publish_pending_keys
 from trapline.server.ota.rollouts import advance
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ class RolloutController:
         sent = publish_pending(self.sessions, self.sender, self.settings.mqtt_prefix, now)
         if sent:
             log.info("published %d model command(s)", sent)
+        keys = publish_pending_keys(self.sessions, self.sender, self.settings.mqtt_prefix, now)
+        if keys:
+            log.info("published the key statements of %d trap(s)", keys)
         return events
 
     def run(self) -> None:

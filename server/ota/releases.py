@@ -1,8 +1,9 @@
 """Releases: signed bundles registered on the server, stored as the archive the traps download.
 
 `register_release` is the one way in, by hand (`trapline server release add`) or from a job (the
-retraining job calls it with the bundle it built). The bundle is verified against the server's
-release keyring first, so the server never offers what a trap would refuse.
+retraining job calls it with the bundle it built). The bundle is verified against the fleet's
+keyring first (the release keyring as key rotation changed it), so the server never offers what a
+trap would refuse.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from trapline.manifest import SIGNATURE_NAME
 from trapline.rollback import verify_rollback
 from trapline.server.core.config import ServerSettings
 from trapline.server.models import ModelVersion, Release
+from trapline.server.ota.key_rotations import KeyRotationError, fleet_keyring
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,11 @@ def bundle_url(release_id: int) -> str:
     return f"/api/v1/releases/{release_id}/bundle"
 
 
-def _keyring(settings: ServerSettings) -> Keyring:
+def _keyring(session: Session, settings: ServerSettings) -> Keyring:
     try:
-        return Keyring.load(settings.release_keyring)
-    except KeyringError as exc:
-        raise ReleaseError(f"the server's release keyring: {exc}") from exc
+        return fleet_keyring(session, settings)
+    except KeyRotationError as exc:
+        raise ReleaseError(str(exc)) from exc
 
 
 def register_release(
@@ -65,7 +67,7 @@ def register_release(
 ) -> Release:
     """Verify `bundle` (a directory or its .tar.gz), keep its archive, record the release and its
     model version. Registering the same archive again returns the release it already is."""
-    keyring = _keyring(settings)
+    keyring = _keyring(session, settings)
     folder = releases_dir(settings)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-") as tmp:
         work = Path(tmp)
@@ -144,7 +146,9 @@ def add_rollback_grant(
     if release is None or release.name is None or release.version is None or release.model_sha256 is None:
         raise ReleaseError(f"no downloadable release {release_id}")
     try:
-        verify_rollback(grant, _keyring(settings), release.name, release.version, release.model_sha256)
+        verify_rollback(
+            grant, _keyring(session, settings), release.name, release.version, release.model_sha256
+        )
     except KeyringError as exc:
         raise ReleaseError(
             f"the grant is not for release {release_id}, or not signed by a release key: {exc}"

@@ -27,3 +27,43 @@ def test_key_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["keys", "list", str(tmp_path / "ring")]) == 0
     assert capsys.readouterr().out.split() == sorted([identity, "6825e79719a3e851"])
     assert set(Keyring.load(tmp_path / "ring").keys) == {identity, "6825e79719a3e851"}
+
+
+def test_rotate_signs_a_statement_the_keyring_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trapline.contracts import KeyRotationStatement
+    from trapline.key_rotation import apply_rotation
+    from trapline.keyring import generate_keys
+
+    keys = tmp_path / "keys"
+    old = generate_keys(keys / "old.key", keys / "old.pub")
+    new = generate_keys(keys / "new.key", keys / "new.pub")
+    backup = generate_keys(keys / "backup.key", keys / "backup.pub")
+    ring = tmp_path / "ring"
+    assert main(["keys", "export", str(keys / "old.pub"), str(keys / "backup.pub"), "--out", str(ring)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "rotation-1.json"
+    args = ["keys", "rotate", "--add", str(keys / "new.pub"), "--revoke", backup, "--sequence", "1"]
+    assert (
+        main([*args, "--signing-key", str(keys / "old.key"), "--keyring", str(ring), "--out", str(out)]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert f"will trust: {', '.join(sorted([old, new]))}" in printed
+    statement = KeyRotationStatement.model_validate_json(out.read_text())
+    assert (statement.sequence, statement.key_id, statement.revoke) == (1, old, [backup])
+    assert set(apply_rotation(Keyring.load(ring), statement).keys) == {old, new}
+    # never overwritten: a sequence number is used once
+    assert main([*args, "--signing-key", str(keys / "old.key"), "--out", str(out)]) == 2
+    assert "never overwritten" in capsys.readouterr().out
+    # refused before anything is written: revoking the signer, a signer the keyring does not
+    # trust, a key id that is not one
+    refusals = {
+        "may not revoke the key that signs it": ["--revoke", old, "--signing-key", str(keys / "old.key")],
+        "not trusted": ["--add", str(keys / "old.pub"), "--signing-key", str(keys / "new.key"), "--keyring", str(ring)],
+        "takes key ids": ["--revoke", "not-a-key-id", "--signing-key", str(keys / "old.key")],
+    }  # fmt: skip
+    for expected, extra in refusals.items():
+        target = tmp_path / f"{len(expected)}.json"
+        assert main(["keys", "rotate", "--sequence", "2", *extra, "--out", str(target)]) == 2, expected
+        assert expected in capsys.readouterr().out and not target.exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, TIME_SCALE
 from trapline.contracts import DetectionMessage
 from trapline.edge.agent import Agent
 from trapline.edge.clock import EARLIEST_PLAUSIBLE, clock_unsynced
@@ -144,9 +144,11 @@ def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     server.close()
 
 
-def _received(server: socket.socket, seconds: float) -> list[str]:
-    messages, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def _received(server: socket.socket, seconds: float, watchdogs: int | None = None) -> list[str]:
+    """What systemd would receive within `seconds` (or until `watchdogs` WATCHDOG=1 arrived)."""
+    messages: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (watchdogs is None or messages.count("WATCHDOG=1") < watchdogs):
         try:
             messages.append(server.recv(256).decode())
         except TimeoutError:
@@ -180,7 +182,7 @@ def test_the_watchdog_is_fed_only_while_every_thread_lives(
     runner = threading.Thread(target=agent.run)
     runner.start()
     try:
-        alive = _received(notify_socket, 2.0)
+        alive = _received(notify_socket, 2.0 * TIME_SCALE, watchdogs=2)  # emulated arm64: slow frames
         assert alive[0] == "READY=1" and alive.count("WATCHDOG=1") >= 2
         die.set()
         deadline = time.monotonic() + 10

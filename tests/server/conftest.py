@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.postgres import TemporaryPostgres, available
@@ -85,6 +88,23 @@ def detection_payload(device_id: str, number: int, categories: tuple[str, ...] =
     }).encode()  # fmt: skip
 
 
+def mqtt_publisher(broker: MosquittoBroker, client_id: str = "test-publisher") -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def wait_until(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
 class RunningWorker:
     def __init__(self, worker: IngestWorker) -> None:
         self.worker = worker
@@ -136,14 +156,12 @@ def seed(app: Any) -> None:
         messages.append(
             accepted("trapline/trap-02/detections", detection_payload("trap-02", n, ("vehicle",)))
         )
-    status = {"state": "online", "ts": now.isoformat(), "agent_version": "0.1.0"}
+    status = {"state": "online", "ts": (now - timedelta(hours=1)).isoformat(), "agent_version": "0.1.0"}
+    # trap-01 said "offline" (its clock: now) before "online" (its clock: an hour ago): the server
+    # orders states by arrival, so "online" stands
+    offline_first = {**status, "state": "offline", "ts": now.isoformat()}
+    messages.append(accepted("trapline/trap-01/status", json.dumps(offline_first).encode()))
     messages.append(accepted("trapline/trap-01/status", json.dumps(status).encode()))
-    old = {
-        **status,
-        "state": "offline",
-        "ts": (now - timedelta(hours=1)).isoformat(),
-    }  # late and older: ignored
-    messages.append(accepted("trapline/trap-01/status", json.dumps(old).encode()))
     offline = {**status, "state": "offline"}
     messages.append(accepted("trapline/trap-02/status", json.dumps(offline).encode()))
     assert all(isinstance(m, Accepted) for m in messages)
@@ -155,6 +173,7 @@ def seed(app: Any) -> None:
 def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
     app = create_app(settings_for(database_url, tmp_path))
     seed(app)
-    with TestClient(app) as test_client:
+    # https, as in production: traps' upload tokens are refused over plain http from other hosts
+    with TestClient(app, base_url="https://testserver") as test_client:
         yield test_client
     app.state.engine.dispose()

@@ -20,6 +20,12 @@ def _get(client: TestClient, path: str, token: str = VIEWER, **params: Any) -> A
     return response.json()
 
 
+def _get_raw(client: TestClient, path: str, token: str) -> Any:
+    response = client.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def test_tokens_and_roles(client: TestClient) -> None:
     assert client.get("/api/v1/devices").status_code == 401
     assert client.get("/api/v1/devices", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -28,12 +34,17 @@ def test_tokens_and_roles(client: TestClient) -> None:
     )
     dead = _get(client, "/dead-letters", ADMIN)
     assert [d["reason"] for d in dead] == ["not JSON"]
-    assert client.get("/openapi.json").json()["info"]["title"] == "Trapline"
+    # the map of every endpoint is for logged-in users only
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/docs", follow_redirects=False).status_code == 303
+    document = _get_raw(client, "/openapi.json", VIEWER)
+    assert document["info"]["title"] == "Trapline"
+    assert "multipart/form-data" in document["paths"]["/api/v1/media"]["post"]["requestBody"]["content"]
 
 
 def test_devices_report_health_from_status(client: TestClient) -> None:
     devices = {d["id"]: d for d in _get(client, "/devices")}
-    assert devices["trap-01"]["health"] == "online"  # the older "offline" arrived late and lost
+    assert devices["trap-01"]["health"] == "online"  # arrived after "offline", whatever the clocks say
     assert devices["trap-02"]["health"] == "offline"
     assert _get(client, "/devices/trap-02")["state"] == "offline"
     assert (
@@ -76,18 +87,26 @@ def test_daily_counts(client: TestClient) -> None:
 def test_media_upload_by_device_and_download(client: TestClient) -> None:
     photo = (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
     upload = {"kind": "thumbnail", "detection_id": "trap-01:000000000"}
-    bad = client.post("/api/v1/media", data=upload, files={"file": ("x.jpg", photo)})
+    media = "/api/v1/media"  # the client speaks https
+    bad = client.post(media, data=upload, files={"file": ("x.jpg", photo)})
     assert bad.status_code == 401
     headers = {"Authorization": f"Bearer {UPLOAD}"}
-    first = client.post("/api/v1/media", data=upload, files={"file": ("x.jpg", photo)}, headers=headers)
-    again = client.post("/api/v1/media", data=upload, files={"file": ("x.jpg", photo)}, headers=headers)
+    plain = client.post(
+        "http://testserver/api/v1/media", data=upload, files={"file": ("x.jpg", photo)}, headers=headers
+    )
+    assert plain.status_code == 403  # plain http from another machine: refused (and logged)
+    assert "https" in plain.json()["detail"]
+    first = client.post(media, data=upload, files={"file": ("x.jpg", photo)}, headers=headers)
+    again = client.post(media, data=upload, files={"file": ("x.jpg", photo)}, headers=headers)
     assert first.json()["stored"] is True
     assert again.json()["stored"] is False  # content-addressed: same bytes, one file
-    other = client.post("/api/v1/media", data={**upload, "detection_id": "trap-02:000000001"},
+    other = client.post(media, data={**upload, "detection_id": "trap-02:000000001"},
                         files={"file": ("x.jpg", photo)}, headers=headers)  # fmt: skip
     assert other.status_code == 403
-    text = client.post("/api/v1/media", data=upload, files={"file": ("x.txt", b"hello")}, headers=headers)
+    text = client.post(media, data=upload, files={"file": ("x.txt", b"hello")}, headers=headers)
     assert text.status_code == 415
+    no_file = client.post(media, data=upload, headers=headers)
+    assert no_file.status_code in (400, 422)
     sha = first.json()["sha256"]
     got = client.get(f"/api/v1/media/{sha}", headers={"Authorization": f"Bearer {VIEWER}"})
     assert got.content == photo

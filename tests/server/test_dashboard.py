@@ -116,7 +116,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     upgrade(url)
     app = create_app(settings_for(url, tmp))
     seed(app)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="https://testserver") as client:  # traps upload over https
         _enrich(app, client, tmp)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tests.conftest import SAMPLES, SHARED
 from tests.server.conftest import ADMIN, UPLOAD, VIEWER, accepted
@@ -20,6 +21,7 @@ from trapline.server.db import transaction
 from trapline.server.exports import camtrap_dp
 from trapline.server.exports.camtrap_dp import Entry, stream_zip, validate_folder, validate_package
 from trapline.server.ingest.store import store_batch
+from trapline.server.models import Detection, Media
 from trapline.training.ingest import read_megadetector
 
 VIEW = {"Authorization": f"Bearer {VIEWER}"}
@@ -192,3 +194,59 @@ def test_megadetector_export_reads_back(client: TestClient, tmp_path: Path) -> N
     vehicles = [f for f, entry in labels.items() if any(b.category == "vehicle" for b in entry.boxes)]
     assert len(vehicles) == 5
     assert all(f.startswith("trap-02/") for f in vehicles)
+
+
+def _box_ids(client: TestClient, frame_id: str) -> dict[str, int]:
+    with client.app.state.sessions() as session:  # type: ignore[attr-defined]
+        rows = session.execute(select(Detection.category, Detection.id).where(Detection.frame_id == frame_id))
+        return {category: det_id for category, det_id in rows}
+
+
+def _label(client: TestClient, keys: list[str], label: str, headers: dict[str, str]) -> None:
+    response = client.post("/api/v1/learning/labels", json={"keys": keys, "label": label}, headers=headers)
+    assert response.status_code == 201, response.text
+
+
+def test_reviewers_crop_labels_are_human_observations(client: TestClient) -> None:
+    _deploy(client)
+    first, second = _box_ids(client, "trap-01:000000000"), _box_ids(client, "trap-01:000003600")
+    _label(client, [f"d{first['animal']}"], "Lynx lynx", VIEW)
+    _label(client, [f"d{first['animal']}"], "Lynx pardinus", ADMIN_H)  # a correction: only it is exported
+    _label(client, [f"d{first['person']}"], "not an animal", VIEW)
+    _label(client, [f"d{second['animal']}"], "unsure", VIEW)
+    photo = (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
+    upload = client.post("/api/v1/media", data={"kind": "candidate", "detection_id": "trap-01:000003600"},
+                         files={"file": ("c.jpg", photo)}, headers={"Authorization": f"Bearer {UPLOAD}"})  # fmt: skip
+    assert upload.status_code == 200, upload.text
+    with client.app.state.sessions() as session:  # type: ignore[attr-defined]
+        candidate = session.scalars(select(Media.id).where(Media.kind == "candidate")).one()
+    _label(client, [f"m{candidate}"], "Sciurus vulgaris", VIEW)
+
+    files = _export(client)
+    files.pop("x-skipped")
+    assert validate_package(files) == []
+    observations = _tables(files)["observations"]
+    human = {o["observationID"]: o for o in observations if o["classificationMethod"] == "human"}
+    assert set(human) == {"trap-01:000000000:0:review", "trap-01:000000000:1:review",
+                          "trap-01:000003600:0:review", f"trap-01:000003600:candidate-{candidate}"}  # fmt: skip
+    lynx = human["trap-01:000000000:0:review"]
+    assert (lynx["observationType"], lynx["scientificName"], lynx["classifiedBy"], lynx["count"]) == (
+        "animal", "lynx pardinus", "ada", "1")  # fmt: skip
+    assert lynx["classificationTimestamp"].endswith("Z") and lynx["bboxX"] == "0.1"
+    assert lynx["mediaID"] == "trap-01:000000000" and lynx["eventID"] == "trap-01:seq:000000000"
+    stump = human["trap-01:000000000:1:review"]
+    assert (stump["observationType"], stump["scientificName"], stump["classifiedBy"]) == ("blank", "", "vic")
+    assert "not an animal" in stump["observationComments"] and stump["bboxWidth"] == "0.3"
+    assert human["trap-01:000003600:0:review"]["observationType"] == "unknown"
+    squirrel = human[f"trap-01:000003600:candidate-{candidate}"]
+    assert (squirrel["scientificName"], squirrel["bboxX"], squirrel["observationLevel"]) == (
+        "sciurus vulgaris", "", "media")  # fmt: skip
+    # the machine's own observations stay beside the reviews
+    assert (
+        observations[[o["observationID"] for o in observations].index("trap-01:000000000:0")][
+            "classificationMethod"
+        ]
+        == "machine"
+    )
+    taxa = {t["scientificName"] for t in json.loads(files["datapackage.json"])["taxonomic"]}
+    assert taxa == {"lynx pardinus", "sciurus vulgaris"}

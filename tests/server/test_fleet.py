@@ -41,7 +41,7 @@ def _enrol(client: TestClient, device: str, token: str, **extra: object) -> Any:
 def fleet_client(sqlite_url: str, tmp_path: Path) -> TestClient:
     app = create_app(settings_for(sqlite_url, tmp_path, mosquitto_auth_dir=tmp_path / "auth"))
     seed(app)
-    return TestClient(app)
+    return TestClient(app, base_url="https://testserver")  # traps' upload tokens: https only
 
 
 def test_a_token_enrols_once_and_only_its_device(fleet_client: TestClient, tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_enrolment_reloads_the_broker_without_dropping_connected_traps(
     )  # fmt: skip
     app = create_app(settings)
     seed(app)
-    client = TestClient(app)
+    client = TestClient(app, base_url="https://testserver")
     first = EnrolmentResponse.model_validate_json(
         _enrol(client, "trap-e", _register(client, "trap-e")["trap-e"]).content
     )
@@ -215,8 +215,10 @@ def test_cli_registers_a_batch(
     monkeypatch.delenv("TRAPLINE_SERVER_PUBLIC_URL", raising=False)
 
     def run(*args: str) -> tuple[int, str]:
+        """Exit status, and what it printed (errors go to stderr)."""
         code = main(["server", *args])
-        return code, capsys.readouterr().out
+        printed = capsys.readouterr()
+        return code, printed.out + printed.err
 
     assert run("site", "add", "ridge", "--blur-people")[0] == 0
     code, out = run("device", "add", "trap-", "--count", "3", "--site", "ridge")

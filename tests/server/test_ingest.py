@@ -11,33 +11,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from tests.conftest import SAMPLES, agent_config, start_agent
-from tests.server.conftest import RunningWorker, detection_payload, register, settings_for
+from tests.server.conftest import (
+    RunningWorker,
+    detection_payload,
+    mqtt_publisher,
+    register,
+    settings_for,
+    wait_until,
+)
 from trapline.cli.broker import MosquittoBroker
 from trapline.edge.spool import DetectionSpool
 from trapline.server.ingest.worker import IngestWorker
 from trapline.server.models import DeadLetter, Detection, DetectionFrame, Device, Sequence
 
-
-def _publisher(broker: MosquittoBroker) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-publisher", protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    return client
-
-
-def _wait(predicate: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return bool(predicate())
+_publisher = mqtt_publisher
+_wait = wait_until
 
 
 def test_hostile_messages_become_dead_letters_and_the_worker_goes_on(
@@ -96,7 +88,12 @@ def test_two_workers_share_the_load_without_duplicates(
     register(sessions, "trap-01", "trap-02")
     workers = [
         RunningWorker(
-            IngestWorker(settings_for(sqlite_url, tmp_path, broker, mqtt_client_id=f"ingest-{i}"), sessions)
+            IngestWorker(
+                settings_for(
+                    sqlite_url, tmp_path, broker, mqtt_client_id=f"ingest-{i}", mqtt_share_group="ingest"
+                ),
+                sessions,
+            )
         )
         for i in (1, 2)
     ]

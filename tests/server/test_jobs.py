@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import subprocess
@@ -15,12 +16,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tests.conftest import SAMPLES
 from tests.server.conftest import ADMIN, UPLOAD, VIEWER, seed, settings_for
 from trapline.server.api.main import create_app
 from trapline.server.db import transaction
-from trapline.server.models import Job
+from trapline.server.models import Detection, Job, Media
 
 
 @pytest.fixture
@@ -56,11 +58,27 @@ def _wait_state(client: TestClient, job_id: str, states: set[str], timeout_s: fl
 
 def test_dataset_export_job(app_and_env: tuple[Any, dict[str, str]], tmp_path: Path) -> None:
     app, env = app_and_env
-    with TestClient(app) as client:
+    with TestClient(app, base_url="https://testserver") as client:
         photo = (SAMPLES / "squirrel-frame105534.jpg").read_bytes()
         for frame in ("trap-01:000000000", "trap-01:000018000"):  # thumbnails for two frames
             client.post("/api/v1/media", data={"kind": "thumbnail", "detection_id": frame},
                         files={"file": ("t.jpg", photo)}, headers={"Authorization": f"Bearer {UPLOAD}"})  # fmt: skip
+        # reviewers' labels: the first frame's animal box is "not an animal", its person a species (sic);
+        # a below-threshold candidate crop of the second frame is labelled too
+        with app.state.sessions() as session:
+            first = dict(session.execute(select(Detection.category, Detection.id)
+                                         .where(Detection.frame_id == "trap-01:000000000")).tuples().all())  # fmt: skip
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        for key, label in ((f"d{first['animal']}", "not an animal"), (f"d{first['person']}", "Homo sapiens")):
+            assert client.post("/api/v1/learning/labels", json={"keys": [key], "label": label},
+                               headers=admin).status_code == 201  # fmt: skip
+        client.post("/api/v1/media", data={"kind": "candidate", "detection_id": "trap-01:000018000"},
+                    files={"file": ("c.jpg", photo[:-10] + b"candidate\xd9")},
+                    headers={"Authorization": f"Bearer {UPLOAD}"})  # fmt: skip
+        with app.state.sessions() as session:
+            candidate = session.scalars(select(Media.id).where(Media.kind == "candidate")).one()
+        assert client.post("/api/v1/learning/labels", json={"keys": [f"m{candidate}"], "label": "genet"},
+                           headers=admin).status_code == 201  # fmt: skip
         viewer = client.post("/api/v1/jobs/dataset", json={}, headers={"Authorization": f"Bearer {VIEWER}"})
         assert viewer.status_code == 403
         queued = client.post(
@@ -81,17 +99,30 @@ def test_dataset_export_job(app_and_env: tuple[Any, dict[str, str]], tmp_path: P
             worker.wait(20)
         assert job["state"] == "done", (tmp_path / "worker.log").read_text()
         assert job["progress"] == 1.0
-        assert job["message"] == "2 frames, 28 without pictures"
+        assert job["message"] == "2 frames, 28 without pictures, 3 reviewed labels"
         archive = client.get(f"/api/v1/jobs/{job_id}/download", headers={"Authorization": f"Bearer {VIEWER}"})
-    names = zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+    dataset = zipfile.ZipFile(io.BytesIO(archive.content))
+    names = dataset.namelist()
     assert sorted(n for n in names if n.startswith("images/")) == [
         "images/train/trap-01_000000000.jpg", "images/train/trap-01_000018000.jpg"]  # fmt: skip
-    labels = zipfile.ZipFile(io.BytesIO(archive.content)).read("labels/train/trap-01_000000000.txt").decode()
-    assert labels.splitlines() == [
-        "0 0.250000 0.400000 0.300000 0.400000",
-        "1 0.250000 0.400000 0.300000 0.400000",
+    # the animal box a reviewer called "not an animal" is left out: a hard negative
+    assert dataset.read("labels/train/trap-01_000000000.txt").decode().splitlines() == [
+        "1 0.250000 0.400000 0.300000 0.400000"
     ]
-    assert "data.yaml" in names
+    assert len(dataset.read("labels/train/trap-01_000018000.txt").decode().splitlines()) == 2  # unreviewed
+    reviewed = {r["crop_key"]: r for r in csv.DictReader(io.StringIO(dataset.read("reviewed.csv").decode()))}
+    assert {k: (r["label"], r["in_labels_file"], r["labelled_by"]) for k, r in reviewed.items()} == {
+        f"d{first['animal']}": ("not an animal", "no", "ada"),
+        f"d{first['person']}": ("homo sapiens", "yes", "ada"),
+        f"m{candidate}": ("genet", "no", "ada"),
+    }
+    assert (reviewed[f"d{first['person']}"]["category"], reviewed[f"d{first['person']}"]["bbox_x"]) == (
+        "person",
+        "0.1",
+    )
+    assert reviewed[f"m{candidate}"]["image"] == f"candidates/trap-01_000018000-m{candidate}.jpg"
+    assert dataset.read(reviewed[f"m{candidate}"]["image"]).endswith(b"candidate\xd9")
+    assert "data.yaml" in names and "hard negatives" in dataset.read("README.txt").decode()
 
 
 def test_jobs_left_running_by_a_dead_worker_finish_after_restart(
@@ -125,7 +156,7 @@ def test_jobs_left_running_by_a_dead_worker_finish_after_restart(
         )
     worker = _worker(env, tmp_path / "worker.log")
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="https://testserver") as client:
             done = _wait_state(client, "job-orphan", {"done", "failed"})
             failed = _wait_state(client, "job-bad", {"failed"}, timeout_s=60)
     finally:

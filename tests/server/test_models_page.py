@@ -34,7 +34,7 @@ def test_register_the_shipped_bundle_and_show_its_metrics(sqlite_url: str, tmp_p
     assert "registered trapline-nano v1" in added.stdout
     app = create_app(settings_for(sqlite_url, tmp_path))
     seed(app)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="https://testserver") as client:
         models = client.get("/api/v1/models", headers={"Authorization": f"Bearer {VIEWER}"}).json()
         assert [(m["name"], m["version"]) for m in models] == [("trapline-nano", "1")]
         test_split = models[0]["metrics"]["test_split"]
@@ -45,7 +45,7 @@ def test_register_the_shipped_bundle_and_show_its_metrics(sqlite_url: str, tmp_p
         assert test_split["per_class"]["vehicle"]["ap50"] is None  # NaN in the report: null in JSON
         assert client.get("/api/v1/releases", headers={"Authorization": f"Bearer {VIEWER}"}).json() == []
         assert client.get("/models", follow_redirects=False).status_code == 303  # login first
-        client.cookies.set("trapline_token", ADMIN)
+        assert client.post("/api/v1/session", data={"token": ADMIN}).status_code == 200
         page = client.get("/models").text
     assert "trapline-nano" in page
     assert f'data-model-id="{models[0]["id"]}"' in page  # the page's charts are drawn from the API

@@ -338,7 +338,7 @@ def test_rollout_api_and_page(settings: ServerSettings, kit: ReleaseKit, release
         back = client.post(f"{url}/rollback", headers=admin).json()
         assert back["rollout"]["state"] == "rolled_back" and back["staying"] == ["trap-02"]
         assert client.get("/rollouts", follow_redirects=False).status_code == 303
-        client.cookies.set("trapline_token", ADMIN)
+        assert client.post("/api/v1/session", data={"token": ADMIN}).status_code == 200  # logs in
         page = client.get("/rollouts").text
     assert 'data-rollout="1" data-state="rolled_back"' in page
     assert "trapline-nano v2 (release 1)" in page  # trap-02's desired release
@@ -369,9 +369,7 @@ def test_the_rollouts_page_pauses_in_a_browser(
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             context = browser.new_context(base_url=f"http://127.0.0.1:{port}")
-            context.add_cookies(
-                [{"name": "trapline_token", "value": ADMIN, "url": f"http://127.0.0.1:{port}"}]
-            )
+            assert context.request.post("/api/v1/session", form={"token": ADMIN}).ok  # logs in
             page = context.new_page()
             page.goto("/rollouts")
             page.click('button[data-action="pause"]')

@@ -28,7 +28,9 @@ def available() -> bool:
 
 
 class TemporaryPostgres:
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """`settings`: extra server settings (`-c name=value`), e.g. for benchmarks."""
+        self.settings = settings or {}
         bindir = _bin_dir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
@@ -55,22 +57,7 @@ class TemporaryPostgres:
         self._run(
             str(self.bindir / "initdb"), "-D", str(self.data), "-U", "trapline", "-A", "trust", "--no-sync"
         )
-        # not UTC on purpose: anything that depends on the session time zone shows up in tests
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
-            " -c timezone=Pacific/Auckland"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
+        self._pg_ctl_start()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -89,6 +76,25 @@ class TemporaryPostgres:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+    def _pg_ctl_start(self) -> None:
+        # not UTC on purpose: anything that depends on the session time zone shows up in tests
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
+            " -c timezone=Pacific/Auckland"
+        )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),
+            "-w", "start",
+        )  # fmt: skip
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (an outage); `resume()` brings it back."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl_start()
 
     def create_database(self, name: str) -> str:
         """A fresh, empty database on this server; returns its URL."""

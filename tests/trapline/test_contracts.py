@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from trapline.contracts import (
     TOPICS,
@@ -111,3 +111,19 @@ def test_bbox_may_touch_the_frame_edge_but_not_cross_it() -> None:
 def test_timestamps_go_out_with_milliseconds_and_an_offset() -> None:
     message = _wire({**EXAMPLE, "captured_at": "2026-11-22T03:14:07.123456Z"})
     assert json.loads(message.to_json())["captured_at"] == "2026-11-22T03:14:07.123+00:00"
+
+
+def test_every_control_character_but_tab_and_newline_is_refused() -> None:
+    import unicodedata
+
+    from trapline.contracts import Text
+
+    adapter = TypeAdapter(Text)
+    for code in range(0x3000):  # Unicode's control characters (Cc) all lie below U+00A0
+        char = chr(code)
+        refused = unicodedata.category(char) == "Cc" and char not in "\t\n"
+        if refused:
+            with pytest.raises(ValidationError):
+                adapter.validate_python(f"a{char}b")
+        else:
+            assert adapter.validate_python(f"a{char}b") == f"a{char}b"

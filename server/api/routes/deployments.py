@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Form, HTTPException, UploadFile
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
 
 from trapline.enrolment import DEPLOYMENT_REPORT_PATH, DeploymentReport
 from trapline.server.api.deps import AdminDep, DeviceDep, SessionDep, SettingsDep, UserDep
-from trapline.server.api.routes.media import MAX_UPLOAD_BYTES, media_path, store_bytes
+from trapline.server.api.routes.media import media_path, store_bytes
+from trapline.server.api.uploads import file_bytes, read_form, text_field
 from trapline.server.fleet import RegistryError, record_deployment
 from trapline.server.models import Deployment, Device
 
@@ -66,26 +68,55 @@ def list_all(session: SessionDep, _user: UserDep) -> list[DeploymentOut]:
     return [DeploymentOut.model_validate(r, from_attributes=True) for r in rows]
 
 
-@router.post(DEPLOYMENT_REPORT_PATH.removeprefix("/api/v1/deployments"), response_model=DeploymentOut)
+# the report's JSON: a few kilobytes (names, a place, a free-text note)
+REPORT_MAX_CHARS = 64 * 1024
+DEPLOYMENT_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["deployment"],
+                    "properties": {
+                        "deployment": {"type": "string", "description": "trapline.deployment/1 JSON"},
+                        "photo": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    DEPLOYMENT_REPORT_PATH.removeprefix("/api/v1/deployments"),
+    response_model=DeploymentOut,
+    openapi_extra=DEPLOYMENT_FORM,
+)
 async def report(
-    device: DeviceDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    deployment: Annotated[str, Form(description="a trapline.deployment/1 JSON document")],
-    photo: UploadFile | None = None,
+    request: Request, device: DeviceDep, session: SessionDep, settings: SettingsDep
 ) -> DeploymentOut:
-    """A trap says where and how it was set up, with its reference photo (its upload token)."""
+    """A trap says where and how it was set up, with its reference photo (its upload token; the
+    token and the declared size are checked before the body is read)."""
+    form = await read_form(request, settings.max_upload_bytes)
     try:
-        body = DeploymentReport.model_validate_json(deployment)
-    except ValidationError as exc:
-        raise HTTPException(422, f"not a deployment report: {exc.errors(include_url=False)}") from exc
-    if photo is not None:
-        data = await photo.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES or data[:3] != b"\xff\xd8\xff":
-            raise HTTPException(415, "the reference photo must be a JPEG under 50 MB")
+        deployment = text_field(form, "deployment", REPORT_MAX_CHARS)
+        if deployment is None:
+            raise HTTPException(422, "a field 'deployment' is needed")
+        try:
+            body = DeploymentReport.model_validate_json(deployment)
+        except ValidationError as exc:
+            raise HTTPException(422, f"not a deployment report: {exc.errors(include_url=False)}") from exc
+        data = await file_bytes(form, "photo", settings.max_upload_bytes) if "photo" in form else None
+    finally:
+        await form.close()
+    if data is not None:
+        if data[:3] != b"\xff\xd8\xff":
+            raise HTTPException(415, "the reference photo must be a JPEG")
         if hashlib.sha256(data).hexdigest() != body.reference_photo_sha256:
             raise HTTPException(422, "the photo is not the one the report names (sha256)")
-        store_bytes(settings.media_dir, data)
+        await run_in_threadpool(store_bytes, settings.media_dir, data)
     try:
         row = record_deployment(session, device, body)
     except RegistryError as exc:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -26,9 +27,12 @@ def _encode(captured_at: datetime, key: str) -> str:
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         stamp, key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(stamp), str(key)
+        when = datetime.fromisoformat(stamp)
     except (ValueError, TypeError) as exc:
         raise HTTPException(400, "invalid cursor") from exc
+    if when.tzinfo is None:  # cursors we hand out always carry an offset
+        raise HTTPException(400, "invalid cursor: its time has no timezone")
+    return when, str(key)
 
 
 def keyset_page(
@@ -72,6 +76,7 @@ def frames_page(session: Session, query: Select[Any], cursor: str | None, limit:
             model=f"{r.model_name} v{r.model_version}",
             detections=boxes[r.id],
             media={kind: item.sha256 for kind, item in media[r.id].items()},
+            clock_suspect=r.clock_suspect,
         )
         for r in rows
     ]
@@ -84,8 +89,8 @@ def list_detections(
     _user: UserDep,
     device_id: str | None = None,
     category: Annotated[str | None, Query(description="animal, person, vehicle or a species")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     min_conf: Annotated[float | None, Query(ge=0, le=1)] = None,
     night: Annotated[bool | None, Query(description="true: night (IR) frames only; false: day")] = None,
     cursor: str | None = None,
@@ -145,8 +150,8 @@ def counts_per_day(
     session: SessionDep,
     _user: UserDep,
     device_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> list[DailyCount]:
     """Detections (boxes) and frames per category, per day (UTC), per trap."""
     return daily_counts(session, device_id, since, until)

@@ -41,6 +41,7 @@ def health_of(device: Device, stale_after_s: float, now: datetime) -> DeviceHeal
         disk_free_bytes=beat.get("disk_free_bytes"),
         cpu_temp_c=beat.get("cpu_temp_c"),
         last_error=beat.get("last_error"),
+        clock_suspect=device.clock_suspect,
         view_state=(beat.get("view") or {}).get("state"),
     )
 

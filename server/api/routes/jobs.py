@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from trapline.server.api.deps import AdminDep, SessionDep, UserDep
 from trapline.server.models import Job
@@ -21,8 +21,8 @@ class DatasetRequest(BaseModel):
 
     device_id: str | None = None
     category: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
     min_conf: float | None = Field(None, ge=0, le=1)
 
 

@@ -5,20 +5,41 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Form, HTTPException, UploadFile
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from trapline.contracts import ID_MAX, MEDIA_KINDS
 from trapline.files import atomic_write
 from trapline.server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
 from trapline.server.api.schemas import MediaOut
+from trapline.server.api.uploads import MULTIPART_FILE, file_bytes, read_form, text_field
 from trapline.server.models import Media
 
 router = APIRouter(prefix="/media", tags=["media"])
-KINDS = ("frame", "thumbnail", "crop")
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MULTIPART_UPLOAD: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "kind"],
+                    "properties": {
+                        **MULTIPART_FILE["requestBody"]["content"]["multipart/form-data"]["schema"][
+                            "properties"
+                        ],
+                        "kind": {"type": "string", "enum": list(MEDIA_KINDS)},
+                        "detection_id": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def media_path(root: Path, sha256: str) -> Path:
@@ -36,25 +57,25 @@ def store_bytes(root: Path, data: bytes) -> tuple[str, bool]:
     return digest, True
 
 
-@router.post("", response_model=MediaOut)
-async def upload(
-    device: DeviceDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    file: UploadFile,
-    kind: Annotated[str, Form()],
-    detection_id: Annotated[str | None, Form()] = None,
-) -> MediaOut:
-    if kind not in KINDS:
-        raise HTTPException(422, f"kind must be one of {KINDS}")
-    if detection_id and not detection_id.startswith(f"{device.id}:"):
-        raise HTTPException(403, "a trap uploads only for its own detections")
-    data = await file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, "file too large")
+@router.post("", response_model=MediaOut, openapi_extra=MULTIPART_UPLOAD)
+async def upload(request: Request, device: DeviceDep, session: SessionDep, settings: SettingsDep) -> MediaOut:
+    """A picture (`file`, JPEG or PNG) of `kind` for the trap's detection `detection_id`.
+
+    The trap's token and the declared size are checked before the body is read."""
+    form = await read_form(request, settings.max_upload_bytes)
+    try:
+        kind = text_field(form, "kind", 16)
+        detection_id = text_field(form, "detection_id", ID_MAX)
+        if kind not in MEDIA_KINDS:
+            raise HTTPException(422, f"kind must be one of {MEDIA_KINDS}")
+        if detection_id and not detection_id.startswith(f"{device.id}:"):
+            raise HTTPException(403, "a trap uploads only for its own detections")
+        data = await file_bytes(form, "file", settings.max_upload_bytes)
+    finally:
+        await form.close()
     if data[:3] != b"\xff\xd8\xff" and data[:8] != b"\x89PNG\r\n\x1a\n":
         raise HTTPException(415, "only JPEG or PNG")
-    digest, stored = store_bytes(settings.media_dir, data)
+    digest, stored = await run_in_threadpool(store_bytes, settings.media_dir, data)
     link = select(Media.id).where(
         Media.sha256 == digest, Media.detection_id == detection_id, Media.kind == kind
     )

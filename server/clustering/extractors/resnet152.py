@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 
 from trapline.files import atomic_write, file_sha256
-from trapline.server.clustering.extractors.base import WeightsMissingError, imagenet_tensor
+from trapline.server.clustering.extractors.base import (
+    WeightsMissingError,
+    batch_session_options,
+    imagenet_tensor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +148,7 @@ class OnnxResNet152:
         if not path.exists():
             log.info("exporting ResNet-152 to ONNX (%s), once", path)
             export_onnx(build_network(weights, random_seed), path)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
+        options = batch_session_options(threads)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = path
         origin = f"random weights (seed {random_seed})" if random_seed is not None else str(weights)

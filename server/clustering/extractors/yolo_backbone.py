@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from trapline.files import atomic_write
+from trapline.server.clustering.extractors.base import batch_session_options
 
 STAGES = ("/model.4/cv2/act/Mul_output_0", "/model.6/cv2/act/Mul_output_0", "/model.9/cv2/act/Mul_output_0")
 
@@ -68,9 +69,7 @@ class YoloBackbone:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             backbone_graph(model_file, path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options = batch_session_options(threads)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.size = size
