@@ -15,7 +15,6 @@ The price is a second TCP connection and keepalive per trap: a few bytes a minut
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -28,8 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 
 from trapline.contracts import TOPICS, TopicKind, is_valid_device_id, parse_payload, parse_topic
-from trapline.credentials import reveal
 from trapline.edge.config import MqttConfig
+from trapline.edge.mqtt_login import apply_login
 
 log = logging.getLogger(__name__)
 
@@ -162,16 +161,7 @@ class MqttCommandLink:
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
             clean_session=None if self._v5 else False,  # MQTT 3.1.1: a persistent session
         )
-        if cfg.username:
-            client.username_pw_set(cfg.username, reveal(cfg.password()))
-        if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
+        apply_login(client, cfg)
         client.reconnect_delay_set(min_delay=cfg.backoff_min_s, max_delay=cfg.backoff_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

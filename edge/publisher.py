@@ -40,7 +40,6 @@ import collections
 import contextlib
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -53,8 +52,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from trapline.contracts import TOPICS, DeviceState, TopicKind, topic
-from trapline.credentials import reveal
 from trapline.edge.config import MqttConfig
+from trapline.edge.mqtt_login import apply_login
 from trapline.edge.spool import DetectionSpool, SpooledMessage, SpoolError
 
 log = logging.getLogger(__name__)
@@ -153,16 +152,7 @@ class MqttPublisher:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
-        if cfg.username:
-            client.username_pw_set(cfg.username, reveal(cfg.password()))
-        if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
+        apply_login(client, cfg)
         will_properties = None
         if v5:
             will_properties = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]

@@ -75,6 +75,18 @@ def _chown(path: Path, owner: Owner) -> None:
         os.chown(path, *ids, follow_symlinks=False)
 
 
+def _set_mode_and_owner(target: Path, current: os.stat_result, mode: int, owner: Owner) -> bool:
+    """Give an existing path its mode and owner; True when either had to change."""
+    changed = False
+    if stat.S_IMODE(current.st_mode) != mode:
+        target.chmod(mode)
+        changed = True
+    if _owner_differs(current, owner):
+        _chown(target, owner)
+        changed = True
+    return changed
+
+
 def apply_entry(root: Path, entry: Entry) -> bool:
     """Make `entry` true under `root`; True when something changed."""
     target = on_root(root, entry.path)
@@ -90,28 +102,14 @@ def apply_entry(root: Path, entry: Entry) -> bool:
     except FileNotFoundError:
         current = None
     if isinstance(entry, PlannedDir):
-        changed = current is None
+        created = current is None
         target.mkdir(parents=True, exist_ok=True)
-        current = target.lstat()
-        if stat.S_IMODE(current.st_mode) != entry.mode:
-            target.chmod(entry.mode)
-            changed = True
-        if _owner_differs(current, entry.owner):
-            _chown(target, entry.owner)
-            changed = True
-        return changed
+        return _set_mode_and_owner(target, target.lstat(), entry.mode, entry.owner) or created
     same_bytes = (
         current is not None and stat.S_ISREG(current.st_mode) and target.read_bytes() == entry.content
     )
     if same_bytes and current is not None:
-        changed = False
-        if stat.S_IMODE(current.st_mode) != entry.mode:
-            target.chmod(entry.mode)
-            changed = True
-        if _owner_differs(current, entry.owner):
-            _chown(target, entry.owner)
-            changed = True
-        return changed
+        return _set_mode_and_owner(target, current, entry.mode, entry.owner)
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, entry.content, entry.mode)
     _chown(target, entry.owner)
