@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import threading
 import time
@@ -42,11 +41,12 @@ from trapline.edge.detector import Detector, FrameResult
 from trapline.edge.downlink import CommandDispatcher, CommandHandler, Downlink, MqttCommandLink
 from trapline.edge.health import cpu_temp_c, disk_free_bytes, sd_notify, watchdog_interval_s
 from trapline.edge.ignore_regions import IgnoreRegionMemory
-from trapline.edge.imaging import BadImageError, decode_image, is_night
+from trapline.edge.imaging import BadImageError, decode_image
 from trapline.edge.key_rotation import KeyRotationHandler
 from trapline.edge.keyring_store import KeyringStore, trust_dir, trusted_keyring
 from trapline.edge.ota.updater import ModelUpdates
 from trapline.edge.pictures import blur_boxes, crops, encode_jpeg, thumbnail
+from trapline.edge.prefetch import DecodedFrame, FrameDecoder, prefetched
 from trapline.edge.publisher import MqttPublisher
 from trapline.edge.quarantine import Quarantine
 from trapline.edge.rehome import rehome_spool, rehomed_total
@@ -128,6 +128,14 @@ class Agent:
         # "<device>:<installation>": ids never repeat across reinstalls (a fresh spool, a new id)
         self.id_prefix = f"{config.device_id}:{self.spool.installation_id}"
         self.quarantine = Quarantine(config.quarantine_dir)
+        info = self.detector.info
+        self.decoder = FrameDecoder(
+            info.input_width,
+            info.input_height,
+            config.max_image_pixels,
+            config.pipeline.reduced_decode,
+            self.detector.prepare if config.pipeline.prefetch else None,
+        )
         self.source = source or make_source(config.source)
         self._frame_counter = int(self.spool.get_state(_FRAME_COUNTER) or 0)
         self.bursts = BurstGrouper(
@@ -135,6 +143,7 @@ class Agent:
             config.bursts.gap_s,
             self.detector.info.category_names,
             BurstState.from_json(self.spool.get_state(_BURSTS)),
+            config.bursts.lone_min_conf,
             self.id_prefix,
         )
         self.publisher = MqttPublisher(config.mqtt, config.device_id, self.spool, self._status)
@@ -231,21 +240,37 @@ class Agent:
             model=self.detector.info.ref,
         ).to_json()
 
+    def _retarget_decoder(self) -> None:
+        """Decode for the running model: its input size (reduced decode) and, with prefetch, its
+        input tensor. Called again when an update switches the model."""
+        info = self.detector.info
+        prepare = self.detector.prepare if self.config.pipeline.prefetch else None
+        self.decoder.retarget(info.input_width, info.input_height, prepare)
+
     # --- one frame --------------------------------------------------------------------------
     def process(self, frame: Frame) -> None:
+        self.process_decoded(self.decoder.decode(frame))
+
+    def process_decoded(self, decoded: DecodedFrame) -> None:
         started = time.perf_counter()
-        try:
-            data = frame.data or b""
-            image = (
-                frame.image if frame.image is not None else decode_image(data, self.config.max_image_pixels)
-            )
-        except BadImageError as exc:
-            self._quarantine(frame, exc.reason)
+        frame, image = decoded.frame, decoded.image
+        if image is None:
+            self._quarantine(frame, decoded.error or "not decoded")
             return
-        result = self.detector.detect(image)
+        if decoded.target is not self.decoder.target:
+            # decoded for the model before an update switched it: decode again for this one
+            decoded = self.decoder.decode(frame)
+            image = decoded.image
+            if image is None:
+                self._quarantine(frame, decoded.error or "not decoded")
+                return
+        if decoded.tensor is not None and decoded.letterbox is not None:
+            result = self.detector.detect_prepared(decoded.tensor, decoded.letterbox)
+        else:
+            result = self.detector.detect(image)
         self.last_inference_ms = result.inference_ms
-        night = is_night(image)
-        self._check_scene(image, night)
+        # the scene check and the ignore regions' looks work on the model's (maybe reduced) pixels
+        self._check_scene(image, decoded.night)
         detections, demoted = self.ignore_regions.apply(image, result.detections)
         if demoted:
             log.info("%s: %d detection(s) demoted as known static false positives", frame.name, len(demoted))
@@ -262,10 +287,10 @@ class Agent:
             frame_index=frame_index,
             image=ImageInfo(
                 file=frame.name,
-                sha256=hashlib.sha256(data).hexdigest(),
-                width=image.shape[1],
-                height=image.shape[0],
-                night=night,
+                sha256=decoded.sha256,
+                width=decoded.width,
+                height=decoded.height,
+                night=decoded.night,
             ),
             model=self.detector.info.ref,
             inference_ms=round(result.inference_ms, 2),
@@ -283,7 +308,7 @@ class Agent:
         state = {_FRAME_COUNTER: str(frame_number), _BURSTS: self.bursts.state.to_json()}
         pictures: list[PendingUpload] = []
         try:
-            pictures = self._pictures(message.id, data, image, detections)
+            pictures = self._pictures(message.id, decoded, detections)
             self.spool.put(outgoing, processed_key=frame.key, state=state, uploads=pictures)
         except (SpoolError, OSError) as exc:
             # not marked processed: a folder frame is tried again on the next scan; its pictures
@@ -298,7 +323,7 @@ class Agent:
         self._frame_counter = frame_number
         self.counters.frames_processed += 1
         if self.candidates is not None:
-            self._sample_candidates(self.candidates, message, image, result)
+            self._sample_candidates(self.candidates, message, decoded, result)
         self.frame_ms.append((time.perf_counter() - started) * 1000.0)
         self.publisher.notify()
         if pictures:
@@ -311,12 +336,14 @@ class Agent:
         )
 
     def _pictures(
-        self, detection_id: str, data: bytes, image: np.ndarray, detections: list[Detection]
+        self, detection_id: str, decoded: DecodedFrame, detections: list[Detection]
     ) -> list[PendingUpload]:
-        """Write the pictures to send for this frame (only frames with a detection)."""
+        """Write the pictures to send for this frame (only frames with a detection), cut from the
+        full-resolution photo (decoded now: most frames have no detection and never need it)."""
         mode = self.config.upload.mode
         if mode == "none" or not detections:
             return []
+        data, image = decoded.data, decoded.full_image()
         if self.config.privacy.blur_people and any(d.category == "person" for d in detections):
             # the site's rule: nothing identifiable leaves the trap, the full frame included
             image = blur_boxes(image, detections)
@@ -346,10 +373,14 @@ class Agent:
         return pending
 
     def _sample_candidates(
-        self, sampler: CandidateSampler, message: DetectionMessage, image: np.ndarray, result: FrameResult
+        self, sampler: CandidateSampler, message: DetectionMessage, decoded: DecodedFrame, result: FrameResult
     ) -> None:
-        """Best effort, after the frame is safely spooled: a lost candidate is only a smaller sample."""
+        """Best effort, after the frame is safely spooled: a lost candidate is only a smaller sample.
+        Crops are cut from the full-resolution photo, decoded only when there is a weak box."""
         below = self.detector.below_threshold(result, sampler.config.floor)
+        image = decoded.full_image() if below else decoded.image
+        if image is None:
+            return
         below, _ = self.ignore_regions.apply(image, below, count=False)  # a known stump is no animal
         if self.config.privacy.blur_people:  # the site's rule holds for candidates too, weak boxes included
             image = blur_boxes(image, [*message.detections, *below])
@@ -409,6 +440,7 @@ class Agent:
 
     def model_switched(self) -> None:
         self.bursts.categories = self.detector.info.category_names
+        self._retarget_decoder()
         self.publisher.publish_now("status", self._status("online", True))
 
     # --- timed work -----------------------------------------------------------------------------
@@ -443,10 +475,11 @@ class Agent:
         self._watchdog_s = watchdog_interval_s()
         exhausted = False
         try:
-            for frame in self.source.frames(self.stop_event, self.spool.is_processed):
-                if frame is not None:
+            frames = self.source.frames(self.stop_event, self.spool.is_processed)
+            for decoded in prefetched(frames, self.decoder, self.config.pipeline.prefetch):
+                if decoded is not None:
                     with self.updates.model_lock:  # a model switch waits for the frame in progress
-                        self.process(frame)
+                        self.process_decoded(decoded)
                 self._spool_summary(self.bursts.close_if_idle(datetime.now(UTC)))
                 if not self._timed_work():
                     break

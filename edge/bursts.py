@@ -3,6 +3,12 @@
 Frames closer together than `gap_s` share a `sequence_id`. A sequence closes when a frame arrives
 after a longer gap, when the trap has been idle for `gap_s`, or at shutdown. Its state is plain
 JSON so the agent can save it with every spooled frame and resume after a crash.
+
+Smoothing: a category detected in only one frame of a burst of two or more, never above
+`lone_min_conf`, is demoted - left out of the summary's categories - as flash glare or a tuft of
+grass caught in one frame is, while an animal walking through shows in several frames or with high
+confidence. The per-frame detection messages are not changed. (The check is per category, not per
+box: a lone low box beside a real animal of the same category still counts in `max_count`.)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class OpenSequence:
     max_counts: dict[str, int] = field(default_factory=dict)
     best_conf: dict[str, float] = field(default_factory=dict)
     probability_sums: dict[str, float] = field(default_factory=dict)
+    frames_with: dict[str, int] = field(default_factory=dict)  # frames in which each category shows
 
 
 @dataclass
@@ -50,6 +57,7 @@ class BurstGrouper:
         gap_s: float,
         categories: tuple[str, ...],
         state: BurstState,
+        lone_min_conf: float = 0.0,
         id_prefix: str | None = None,
     ) -> None:
         self.device_id = device_id
@@ -58,8 +66,20 @@ class BurstGrouper:
         self.gap_s = gap_s
         self.categories = categories
         self.state = state
+        self.lone_min_conf = lone_min_conf
+
+    def demoted(self, seq: OpenSequence) -> set[str]:
+        """Categories whose only evidence is one low-confidence frame of a multi-frame burst."""
+        if seq.frame_count < 2:
+            return set()
+        return {
+            name
+            for name, frames in seq.frames_with.items()
+            if frames == 1 and seq.best_conf.get(name, 0.0) < self.lone_min_conf
+        }
 
     def _summary(self, seq: OpenSequence) -> SequenceSummary:
+        demoted = self.demoted(seq)
         return SequenceSummary(
             sequence_id=seq.sequence_id,
             device_id=self.device_id,
@@ -69,7 +89,7 @@ class BurstGrouper:
             categories={
                 category: CategorySummary(max_count=seq.max_counts[name], best_conf=seq.best_conf[name])
                 for name in sorted(seq.max_counts)
-                if (category := as_category(name)) is not None
+                if (category := as_category(name)) is not None and name not in demoted
             },
             mean_class_probabilities={
                 cat: round(seq.probability_sums.get(cat, 0.0) / seq.frame_count, 4) for cat in self.categories
@@ -114,4 +134,5 @@ class BurstGrouper:
             seq.max_counts[cat] = max(seq.max_counts.get(cat, 0), count)
             best_here = max(d.conf for d in detections if d.category == cat)
             seq.probability_sums[cat] = seq.probability_sums.get(cat, 0.0) + best_here
+            seq.frames_with[cat] = seq.frames_with.get(cat, 0) + 1
         return seq.sequence_id, frame_index, closed

@@ -245,6 +245,21 @@ class KeysConfig(_Section):
 
 class BurstConfig(_Section):
     gap_s: float = Field(3.0, gt=0, description="frames closer than this share a sequence")
+    lone_min_conf: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a category seen in one frame only of a burst, never at or above this confidence,"
+        " is left out of the sequence summary (0 turns smoothing off)",
+    )
+
+
+class PipelineConfig(_Section):
+    reduced_decode: bool = Field(
+        True,
+        description="decode JPEGs at 1/2, 1/4 or 1/8 scale when at least that many times the model input",
+    )
+    prefetch: bool = Field(True, description="decode the next frame while the current one is in inference")
 
 
 class AgentConfig(_Section):
@@ -254,6 +269,7 @@ class AgentConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     bursts: BurstConfig = Field(default_factory=BurstConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     upload: UploadConfig = Field(default_factory=UploadConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     scene: SceneConfig = Field(default_factory=SceneConfig)

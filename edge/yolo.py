@@ -35,7 +35,11 @@ def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, L
     gain = min(height / h0, width / w0)
     new_w, new_h = round(w0 * gain), round(h0 * gain)
     if (new_w, new_h) != (w0, h0):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        # as Ultralytics loads photos for validation: area averaging when shrinking (no aliasing,
+        # and a photo decoded at reduced JPEG scale ends up with the same pixels as a full one)
+        shrinking = new_w < w0 or new_h < h0
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     dw, dh = (width - new_w) / 2, (height - new_h) / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
@@ -76,7 +80,7 @@ class RawDetections:
         return len(self.confs)
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS over xyxy boxes (torchvision.ops.nms semantics: suppress IoU > threshold)."""
     order = np.argsort(-scores, kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -101,12 +105,19 @@ def decode(
     input_height: int,
     input_width: int,
     normalized_boxes: bool,
-    conf_threshold: float,
+    conf_threshold: float | np.ndarray,
     iou_threshold: float,
     max_det: int,
     box: Letterbox,
+    nms_groups: np.ndarray | None = None,
 ) -> RawDetections:
-    """Turn the raw (1, 4 + classes, anchors) head output into boxes on the source image."""
+    """Turn the raw (1, 4 + classes, anchors) head output into boxes on the source image.
+
+    `conf_threshold`: one threshold, or one per class (a box's class is its best-scoring one).
+    `nms_groups`: per class, the group NMS runs within (default: each class its own, as
+    Ultralytics does); classes published as one category share a group, so a deer scored both
+    "cow" and "horse" by a COCO-class model gives one animal box, not two.
+    """
     pred = output[0]
     if spec.quantized:
         pred = (pred.astype(np.float32) - spec.zero_point) * spec.scale
@@ -114,7 +125,11 @@ def decode(
         pred = pred.T
     scores = pred[4:]
     confs = scores.max(axis=0)
-    candidates = np.flatnonzero(confs > conf_threshold)
+    per_class = np.asarray(conf_threshold, np.float32)
+    candidates = np.flatnonzero(confs > per_class.min())
+    if per_class.ndim and candidates.size:
+        best = scores[:, candidates].argmax(axis=0)
+        candidates = candidates[confs[candidates] > per_class[best]]
     if candidates.size > _MAX_NMS_CANDIDATES:
         candidates = candidates[np.argsort(-confs[candidates])[:_MAX_NMS_CANDIDATES]]
     xywh = pred[:4, candidates].T.astype(np.float32)
@@ -125,7 +140,8 @@ def decode(
     xyxy[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
     class_ids = scores[:, candidates].argmax(axis=0)
     confs = confs[candidates].astype(np.float32)
-    keep = _nms(xyxy + class_ids[:, None] * _CLASS_OFFSET, confs, iou_threshold)[:max_det]
+    groups = class_ids if nms_groups is None else nms_groups[class_ids]
+    keep = nms(xyxy + groups[:, None] * _CLASS_OFFSET, confs, iou_threshold)[:max_det]
     xyxy, confs, class_ids = xyxy[keep], confs[keep], class_ids[keep]
     # undo the letterbox, then clip to the source image
     xyxy -= np.asarray([box.pad_left, box.pad_top, box.pad_left, box.pad_top], np.float32)

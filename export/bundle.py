@@ -51,11 +51,8 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-_REPORTED = ("images", "precision", "recall", "f1", "mean_iou", "map50", "map50_95", "image_accuracy",
-             "per_class", "threshold_for_precision",
-             # what the dashboard charts: classes (the confusion matrix's order), the matrix itself,
-             # the automation/threshold curve and the per-class precision-recall curves
-             "classes", "conf_threshold", "confusion", "threshold_curve", "pr_curves")  # fmt: skip
+_REPORTED = ("model", "role", "split", "thresholds", "thresholds_how", "image", "boxes", "boxes_independent",
+             "per_site")  # fmt: skip
 _TRAINING_ARGS = ("model", "epochs", "imgsz", "batch", "seed", "freeze", "optimizer", "patience", "device")
 
 
@@ -70,21 +67,39 @@ def finite_json(value: Any) -> Any:
     return value
 
 
-def bundle_metrics(evaluation: Path | None, export_report: Path | None) -> dict[str, Any]:
-    """What a bundle says about its quality: `train evaluate`'s report.json (model and baseline on
-    the test split, numbers and the curves the dashboard charts) and `trapline export`'s checks on
-    the val split."""
+def bundle_metrics(
+    evaluation: Path | None, export_report: Path | None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a bundle says about its quality: `train evaluate`'s report.json (the shipped model first,
+    then the models it is compared with, e.g. teacher and base, on the test split), `trapline
+    export`'s checks (on the val split), and anything else measured (quantization, bursts,
+    latency). `test_split` and `test_split_baseline` (the base model's, else the next report's) are
+    the flat numbers and curves the dashboard shows (training.evaluate.headline)."""
+    from trapline.training.evaluate import headline
+
     metrics: dict[str, Any] = {}
     if evaluation is not None:
-        report = json.loads(evaluation.read_text())
-        metrics["test_split"] = {k: report["model"][k] for k in _REPORTED if k in report["model"]}
-        if report.get("baseline"):
-            metrics["test_split_baseline"] = {
-                k: report["baseline"][k] for k in _REPORTED if k in report["baseline"]
-            }
+        reports = json.loads(evaluation.read_text())
+        metrics["evaluation"] = [{k: r[k] for k in _REPORTED if k in r} for r in reports]
+        metrics["test_split"] = headline(reports[0])
+        others = reports[1:]
+        baseline = next((r for r in others if r.get("role") == "base"), others[0] if others else None)
+        if baseline is not None:
+            metrics["test_split_baseline"] = headline(baseline)
     if export_report is not None:
         metrics["export_checks_val_split"] = json.loads(export_report.read_text())
+    metrics.update(extra or {})
     return dict(finite_json(metrics))
+
+
+def thresholds_from(evaluation: Path, default: float = 0.25) -> Thresholds:
+    """The shipped model's per-class thresholds as `train evaluate` chose them (on val)."""
+    shipped = json.loads(evaluation.read_text())[0]
+    how = " ".join(shipped.get("thresholds_how", {}).values())
+    target = None
+    if "precision >=" in how:
+        target = float(how.split("precision >=")[1].split()[0])
+    return Thresholds(conf=default, per_class=shipped["thresholds"], target_precision=target)
 
 
 def training_provenance(run: Path) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def dashboard_metrics(folder: Path, manifest: ModelManifest) -> dict[str, Any]:
     if REPORT in manifest.files:
         report = json.loads((folder / REPORT).read_text())
         for section, key in (("model", "test_split"), ("baseline", "test_split_baseline")):
-            if isinstance(report.get(section), dict) and key in metrics:
+            # report.json of older bundles: {"model": ..., "baseline": ...}; newer ones put the
+            # charted fields in the manifest's metrics already (a list of model reports)
+            if isinstance(report, dict) and isinstance(report.get(section), dict) and key in metrics:
                 for name in CHARTED:
                     if name in report[section]:
                         metrics[key].setdefault(name, report[section][name])

@@ -43,3 +43,14 @@ def clip_md(box: Box4) -> Box4:
     x0, y0 = min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
     x1, y1 = min(max(x + w, 0.0), 1.0), min(max(y + h, 0.0), 1.0)
     return (x0, y0, x1 - x0, y1 - y0)
+
+
+def md_iou(a: Box4, b: Box4) -> float:
+    """Intersection over union of two MegaDetector-convention boxes."""
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    iw = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    ih = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0

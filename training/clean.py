@@ -12,7 +12,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
-from trapline.training.records import ImageRecord
+from trapline.training.records import ImageRecord, record_key
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def thin_bursts(records: list[ImageRecord], burst_gap_s: float) -> tuple[list[Im
             and (record.captured_at - previous.captured_at).total_seconds() < burst_gap_s
             and record.primary_class not in protected
         ):
-            drop.add(record.file)
+            drop.add(record_key(record))
             continue  # the burst is measured from the image kept
         previous = record
-    return [r for r in records if r.file not in drop], protected
+    return [r for r in records if record_key(r) not in drop], protected
 
 
 def clean(records: list[ImageRecord], burst_gap_s: float = 1.0) -> tuple[list[ImageRecord], CleanReport]:

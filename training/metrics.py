@@ -1,31 +1,179 @@
-"""Detection metrics on normalised xyxy boxes, independent of the model's runtime.
+"""Detection and camera-trap metrics, independent of the model's runtime.
 
-Matching is greedy by confidence within a class at IoU >= 0.5 (as COCO and Ultralytics do); AP is
-the 101-point interpolated area under the precision-recall curve, mAP50-95 the mean over IoU
-0.50:0.05:0.95.
+Box metrics come from pycocotools, the COCO reference implementation that published detection
+numbers are computed with (faster-coco-eval re-implements it; with a few hundred photos speed does
+not matter, agreement with the reference does): AP at IoU 0.5 and 0.50:0.95 per class (101-point
+interpolation, up to 100 boxes per photo), reported only for classes with instances in the split,
+and box recall at IoU 0.5 at the operating thresholds from the same matching.
+
+Image-level metrics answer what a camera-trap user asks: is there an animal in this photo (accuracy
+against labels made by people or file names, never by a teacher), how often an empty photo gets any
+box at all (each one costs a look), how many photos with an animal are found; and the
+coverage-vs-accuracy curve: the share of photos decided automatically at each confidence level and
+the accuracy on those.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+POSITIVE = "animal"
+COVERAGE_LEVELS = np.round(np.arange(0.5, 1.0, 0.025), 3)
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
 @dataclass(frozen=True)
 class Box:
     category: str
-    xyxy: tuple[float, float, float, float]
+    xyxy: tuple[float, float, float, float]  # normalised 0-1
     conf: float = 1.0
 
 
 @dataclass
 class ImageResult:
-    file: str
-    truth: list[Box]
-    predicted: list[Box]
+    """One photo: its labels and what a model predicted (at a low confidence floor)."""
+
+    key: str
+    site: str
+    width: int
+    height: int
+    truth: list[Box] | None  # None: boxes incomplete (ambiguous photo)
+    independent: bool  # truth boxes (or their absence) not made by a teacher
+    present: list[str] | None  # image-level label by people or file names; [] = empty
+    predicted: list[Box] = field(default_factory=list)
+
+
+@dataclass
+class Matches:
+    """Per class, every prediction's confidence and whether it matched a truth box at IoU 0.5."""
+
+    scores: dict[str, np.ndarray]
+    matched: dict[str, np.ndarray]
+    instances: dict[str, int]
+    ap50: dict[str, float]
+    ap50_95: dict[str, float]
+    # per class present: COCOeval's interpolated precision at recall 0, 0.01, ..., 1 (IoU 0.5), the
+    # curve AP50 averages; what the dashboard charts
+    pr50: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _quiet_coco() -> contextlib.AbstractContextManager[Any]:
+    return contextlib.redirect_stdout(io.StringIO())  # pycocotools prints progress
+
+
+def coco_matches(results: list[ImageResult], classes: list[str]) -> Matches:
+    """Run COCOeval over photos with complete truth; classes without instances get no AP."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    scored = [r for r in results if r.truth is not None]
+    ids = {c: i + 1 for i, c in enumerate(classes)}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    detections: list[dict[str, Any]] = []
+    for image_id, result in enumerate(scored, 1):
+        images.append({"id": image_id, "width": result.width, "height": result.height})
+        scale = np.asarray([result.width, result.height] * 2)
+        for box in result.truth or []:
+            if box.category not in ids:
+                continue  # a class this model does not have (MegadetectorLite: animals only)
+            x1, y1, x2, y2 = np.asarray(box.xyxy) * scale
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": ids[box.category],
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
+            )  # fmt: skip
+        for box in result.predicted:
+            if box.category in ids:
+                x1, y1, x2, y2 = np.asarray(box.xyxy) * scale
+                detections.append(
+                    {"image_id": image_id, "category_id": ids[box.category],
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": box.conf}
+                )  # fmt: skip
+    instances = {c: sum(a["category_id"] == ids[c] for a in annotations) for c in classes}
+    present = [c for c in classes if instances[c]]
+    empty = {c: np.zeros(0) for c in classes}
+    if not present or not images:
+        return Matches(empty, empty, instances, {}, {})
+    with _quiet_coco():
+        truth = COCO()
+        truth.dataset = {"images": images, "annotations": annotations,
+                         "categories": [{"id": i, "name": c} for c, i in ids.items()]}  # fmt: skip
+        truth.createIndex()
+        predicted = truth.loadRes(detections) if detections else None
+    if predicted is None:
+        zeros = dict.fromkeys(present, 0.0)
+        return Matches(empty, empty, instances, zeros, dict(zeros))
+    evaluator = COCOeval(truth, predicted, "bbox")
+    evaluator.params.catIds = [ids[c] for c in present]
+    evaluator.params.imgIds = [i["id"] for i in images]
+    with _quiet_coco():
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"]  # [iou, recall, class, area, maxdets]
+    ap50, ap50_95, pr50 = {}, {}, {}
+    for k, name in enumerate(present):
+        curve = precision[:, :, k, 0, -1]
+        ap50[name] = float(np.mean(np.clip(curve[0], 0, None)))
+        ap50_95[name] = float(np.mean(np.clip(curve, 0, None)))
+        pr50[name] = [round(float(v), 4) for v in np.clip(curve[0], 0, None)]
+    scores: dict[str, list[float]] = defaultdict(list)
+    matched: dict[str, list[bool]] = defaultdict(list)
+    names = {ids[c]: c for c in present}
+    for entry in evaluator.evalImgs:
+        # one entry per (class, area range, photo); area range 0 is "all", IoU index 0 is 0.5
+        if entry is None or entry["aRng"] != evaluator.params.areaRng[0]:
+            continue
+        name = names[entry["category_id"]]
+        keep = ~np.asarray(entry["dtIgnore"][0], bool)
+        scores[name].extend(np.asarray(entry["dtScores"])[keep].tolist())
+        matched[name].extend((np.asarray(entry["dtMatches"][0]) > 0)[keep].tolist())
+    return Matches(
+        {c: np.asarray(scores.get(c, [])) for c in classes},
+        {c: np.asarray(matched.get(c, []), bool) for c in classes},
+        instances,
+        ap50,
+        ap50_95,
+        pr50,
+    )
+
+
+def box_summary(matches: Matches, thresholds: dict[str, float]) -> dict[str, Any]:
+    """Per class AP and recall/precision at the class's threshold; means over classes present."""
+    per_class: dict[str, dict[str, float]] = {}
+    for name, instances in matches.instances.items():
+        if not instances:
+            continue
+        called = matches.scores[name] >= thresholds[name]
+        found = int(matches.matched[name][called].sum())
+        recall = found / instances
+        precision = found / int(called.sum()) if called.any() else 0.0
+        per_class[name] = {
+            "instances": instances,
+            "ap50": matches.ap50.get(name, 0.0),
+            "ap50_95": matches.ap50_95.get(name, 0.0),
+            "recall50": recall,
+            "precision50": precision,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "threshold": thresholds[name],
+        }
+    total = sum(v["instances"] for v in per_class.values())
+    hits = sum(v["recall50"] * v["instances"] for v in per_class.values())
+    return {
+        "classes_present": list(per_class),
+        "map50": float(np.mean([v["ap50"] for v in per_class.values()])) if per_class else None,
+        "map50_95": float(np.mean([v["ap50_95"] for v in per_class.values()])) if per_class else None,
+        "box_recall50": hits / total if total else None,
+        "boxes": total,
+        "per_class": per_class,
+        "pr_curves": {c: matches.pr50[c] for c in per_class if c in matches.pr50},
+    }
 
 
 def iou_matrix(a: list[Box], b: list[Box]) -> np.ndarray:
@@ -41,210 +189,123 @@ def iou_matrix(a: list[Box], b: list[Box]) -> np.ndarray:
     return np.asarray(inter / (area_a[:, None] + area_b[None, :] - inter + 1e-12))
 
 
-def match(truth: list[Box], predicted: list[Box], iou_threshold: float) -> list[tuple[int, int, float]]:
-    """(pred index, truth index, IoU) for each true positive; same class, best conf first."""
-    order = sorted(range(len(predicted)), key=lambda i: -predicted[i].conf)
-    ious = iou_matrix(predicted, truth)
-    used: set[int] = set()
-    pairs = []
-    for p in order:
-        best, best_iou = -1, iou_threshold
-        for t in range(len(truth)):
-            if t in used or truth[t].category != predicted[p].category:
-                continue
-            if ious[p, t] >= best_iou:
-                best, best_iou = t, float(ious[p, t])
-        if best >= 0:
-            used.add(best)
-            pairs.append((p, best, best_iou))
-    return pairs
-
-
-RECALL_GRID = np.linspace(0, 1, 101)
-
-
-def precision_at_recall(tp: np.ndarray, conf: np.ndarray, n_truth: int) -> np.ndarray:
-    """The interpolated precision-recall curve: best precision at recall >= each RECALL_GRID point."""
-    if n_truth == 0 or tp.size == 0:
-        return np.zeros_like(RECALL_GRID)
-    order = np.argsort(-conf, kind="stable")
-    tps = np.cumsum(tp[order])
-    fps = np.cumsum(1 - tp[order])
-    recall = tps / n_truth
-    precision = tps / np.maximum(tps + fps, 1e-12)
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.searchsorted(recall, RECALL_GRID, side="left")
-    return np.asarray([envelope[i] if i < len(envelope) else 0.0 for i in idx])
-
-
-def average_precision(tp: np.ndarray, conf: np.ndarray, n_truth: int) -> float:
-    if n_truth == 0:
-        return float("nan")
-    if tp.size == 0:
-        return 0.0
-    return float(np.mean(precision_at_recall(tp, conf, n_truth)))
-
-
-@dataclass
-class Report:
-    classes: list[str]
-    conf_threshold: float
-    precision: float
-    recall: float
-    f1: float
-    mean_iou: float
-    map50: float
-    map50_95: float
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
-    confusion: list[list[int]] = field(default_factory=list)  # rows truth, cols predicted (+ background)
-    image_accuracy: float = 0.0
-    threshold_curve: list[dict[str, float]] = field(default_factory=list)
-    threshold_for_precision: dict[str, float | None] = field(default_factory=dict)
-    images: int = 0
-    # per class present in the truth: precision at recall 0, 0.01, ..., 1 (IoU 0.5), for charts
-    pr_curves: dict[str, list[float]] = field(default_factory=dict)
-
-
-def _per_class_ranking(
-    results: list[ImageResult], category: str, iou_threshold: float
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(true positive flags, confidences, number of true boxes) of one class's predictions."""
-    tp: list[float] = []
-    conf: list[float] = []
-    n_truth = 0
-    for result in results:
-        truth = [b for b in result.truth if b.category == category]
-        pred = [b for b in result.predicted if b.category == category]
-        n_truth += len(truth)
-        matched = {p for p, _, _ in match(truth, pred, iou_threshold)}
-        tp.extend(1.0 if i in matched else 0.0 for i in range(len(pred)))
-        conf.extend(b.conf for b in pred)
-    return np.asarray(tp), np.asarray(conf), n_truth
-
-
-def _per_class_ap(results: list[ImageResult], category: str, iou_threshold: float) -> float:
-    return average_precision(*_per_class_ranking(results, category, iou_threshold))
-
-
-def evaluate_results(
-    results: list[ImageResult],
-    classes: list[str],
-    conf_threshold: float = 0.25,
-    target_precision: float = 0.95,
-    positive: str = "animal",
-) -> Report:
-    above = [
-        ImageResult(r.file, r.truth, [b for b in r.predicted if b.conf >= conf_threshold]) for r in results
-    ]
-    tp = fp = fn = 0
-    ious: list[float] = []
-    per_class_counts = {c: [0, 0, 0] for c in classes}  # tp, fp, fn
+def confusion_matrix(
+    results: Iterable[ImageResult], classes: list[str], thresholds: dict[str, float]
+) -> list[list[int]]:
+    """Rows: true class (then background), columns: predicted class (then background), over
+    photos with complete truth and boxes at their class's threshold. A prediction is paired with
+    the free truth box it overlaps most (IoU >= 0.5, any class; best confidence first): a pair of
+    different classes is a confusion, an unpaired prediction a false box, an unpaired truth a miss.
+    Truth of classes the model does not have is left out, as in `coco_matches`."""
     index = {c: i for i, c in enumerate(classes)}
     background = len(classes)
-    confusion = np.zeros((len(classes) + 1, len(classes) + 1), dtype=int)
-    for result in above:
-        pairs = match(result.truth, result.predicted, 0.5)
-        matched_pred = {p for p, _, _ in pairs}
-        matched_truth = {t for _, t, _ in pairs}
-        tp += len(pairs)
-        fp += len(result.predicted) - len(pairs)
-        fn += len(result.truth) - len(pairs)
-        ious.extend(i for _, _, i in pairs)
-        for p, t, _ in pairs:
-            per_class_counts[result.truth[t].category][0] += 1
-            confusion[index[result.truth[t].category], index[result.predicted[p].category]] += 1
-        # unmatched boxes: a class confusion if they overlap a leftover truth box, else background
-        leftovers = [t for t in range(len(result.truth)) if t not in matched_truth]
-        overlaps = iou_matrix([result.predicted[p] for p in range(len(result.predicted))], result.truth)
-        for p in range(len(result.predicted)):
-            if p in matched_pred:
-                continue
-            per_class_counts.setdefault(result.predicted[p].category, [0, 0, 0])[1] += 1
-            hits = [t for t in leftovers if overlaps[p, t] >= 0.5]
-            if hits:
-                leftovers.remove(hits[0])
-                confusion[
-                    index[result.truth[hits[0]].category], index.get(result.predicted[p].category, background)
-                ] += 1
-            else:
-                confusion[background, index.get(result.predicted[p].category, background)] += 1
-        for t in range(len(result.truth)):
-            if t not in matched_truth:
-                per_class_counts[result.truth[t].category][2] += 1
-                if t in leftovers:
-                    confusion[index[result.truth[t].category], background] += 1
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    present = [c for c in classes if any(b.category == c for r in results for b in r.truth)]
-    ap50 = {c: _per_class_ap(results, c, 0.5) for c in present}
-    ap_all = {c: float(np.mean([_per_class_ap(results, c, t) for t in IOU_THRESHOLDS])) for c in present}
-    per_class = {}
-    for c in classes:
-        ctp, cfp, cfn = per_class_counts[c]
-        cp = ctp / (ctp + cfp) if ctp + cfp else 0.0
-        cr = ctp / (ctp + cfn) if ctp + cfn else 0.0
-        per_class[c] = {
-            "precision": cp,
-            "recall": cr,
-            "f1": 2 * cp * cr / (cp + cr) if cp + cr else 0.0,
-            "ap50": ap50.get(c, float("nan")),
-            "instances": float(ctp + cfn),
-        }
-    report = Report(
-        classes=classes,
-        conf_threshold=conf_threshold,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        mean_iou=float(np.mean(ious)) if ious else 0.0,
-        map50=float(np.mean(list(ap50.values()))) if ap50 else 0.0,
-        map50_95=float(np.mean(list(ap_all.values()))) if ap_all else 0.0,
-        per_class=per_class,
-        confusion=confusion.tolist(),
-        images=len(results),
-        pr_curves={
-            c: [round(float(v), 4) for v in precision_at_recall(*_per_class_ranking(results, c, 0.5))]
-            for c in present
-        },
-    )
-    _image_level(report, results, conf_threshold, target_precision, positive)
-    return report
-
-
-def _image_level(
-    report: Report, results: list[ImageResult], conf_threshold: float, target: float, positive: str
-) -> None:
-    """Empty-vs-animal per image, and the Snapshot Serengeti style automation curve: for each
-    confidence level, the share of images decided automatically and the accuracy on those."""
-    score = np.asarray(
-        [max((b.conf for b in r.predicted if b.category == positive), default=0.0) for r in results]
-    )
-    truth = np.asarray([any(b.category == positive for b in r.truth) for r in results])
-    if not len(results):
-        return
-    report.image_accuracy = float(np.mean((score >= conf_threshold) == truth))
-    decided_animal = score >= 0.5
-    certainty = np.where(decided_animal, score, 1 - score)
-    correct = decided_animal == truth
-    for level in np.round(np.arange(0.5, 1.0, 0.025), 3):
-        handled = certainty >= level
-        report.threshold_curve.append(
-            {
-                "confidence": float(level),
-                "handled": float(handled.mean()),
-                "accuracy": float(correct[handled].mean()) if handled.any() else float("nan"),
-            }
+    matrix = np.zeros((len(classes) + 1, len(classes) + 1), dtype=int)
+    for result in results:
+        if result.truth is None:
+            continue
+        truth = [b for b in result.truth if b.category in index]
+        kept = (
+            b for b in result.predicted if b.category in index and b.conf >= thresholds.get(b.category, 1.1)
         )
-    # the lowest animal threshold at which "animal" calls are at least `target` precise
-    chosen = None
-    for threshold in np.round(np.arange(0.05, 1.0, 0.01), 2):
-        called = score >= threshold
-        if called.any() and float(truth[called].mean()) >= target:
-            chosen = float(threshold)
-            break
-    report.threshold_for_precision = {
-        "target_precision": target,
-        "threshold": chosen,
-        "recall_at_threshold": float(truth[score >= chosen].sum() / max(truth.sum(), 1)) if chosen else None,
+        predicted = sorted(kept, key=lambda b: -b.conf)
+        ious = iou_matrix(predicted, truth)
+        free = set(range(len(truth)))
+        for p, box in enumerate(predicted):
+            best = max(free, key=lambda t: ious[p, t], default=None)
+            if best is not None and ious[p, best] >= 0.5:
+                free.discard(best)
+                matrix[index[truth[best].category], index[box.category]] += 1
+            else:
+                matrix[background, index[box.category]] += 1
+        for t in free:
+            matrix[index[truth[t].category], background] += 1
+    return [[int(v) for v in row] for row in matrix]
+
+
+def _animal_score(result: ImageResult) -> float:
+    return max((b.conf for b in result.predicted if b.category == POSITIVE), default=0.0)
+
+
+def _any_box(result: ImageResult, thresholds: dict[str, float]) -> bool:
+    return any(b.conf >= thresholds.get(b.category, 1.1) for b in result.predicted)
+
+
+def image_summary(results: Iterable[ImageResult], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Animal vs no animal on photos with an image-level label (people or file names)."""
+    labelled = [r for r in results if r.present is not None]
+    if not labelled:
+        return {"images": 0}
+    truth = np.asarray([POSITIVE in (r.present or []) for r in labelled])
+    called = np.asarray([_animal_score(r) >= thresholds[POSITIVE] for r in labelled])
+    empty = [r for r in labelled if r.present == []]
+    false_alarms = sum(_any_box(r, thresholds) for r in empty)
+    return {
+        "images": len(labelled),
+        "accuracy": float(np.mean(called == truth)),
+        "animal_images": int(truth.sum()),
+        "animal_recall": float(called[truth].mean()) if truth.any() else None,
+        "empty_images": len(empty),
+        "empty_fp_rate": false_alarms / len(empty) if empty else None,
+        "no_animal_images": int((~truth).sum()),
+        "no_animal_fp_rate": float(called[~truth].mean()) if (~truth).any() else None,
     }
+
+
+def coverage_curve(results: Iterable[ImageResult]) -> list[dict[str, float]]:
+    """For each confidence level: the share of labelled photos decided automatically (animal when
+    the best animal score reaches it, empty when the score stays below 1 - level) and the accuracy
+    of those decisions (Snapshot Serengeti's automation curve)."""
+    labelled = [r for r in results if r.present is not None]
+    if not labelled:
+        return []
+    score = np.asarray([_animal_score(r) for r in labelled])
+    truth = np.asarray([POSITIVE in (r.present or []) for r in labelled])
+    animal = score >= 0.5
+    certainty = np.where(animal, score, 1 - score)
+    correct = animal == truth
+    curve = []
+    for level in COVERAGE_LEVELS:
+        decided = certainty >= level
+        curve.append(
+            {"confidence": float(level), "coverage": float(decided.mean()),
+             "accuracy": float(correct[decided].mean()) if decided.any() else float("nan")}
+        )  # fmt: skip
+    return curve
+
+
+def choose_thresholds(
+    matches: Matches,
+    classes: list[str],
+    target_precision: float,
+    default: float,
+    min_instances: int = 10,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Per class: the lowest threshold, not below `default`, whose box precision (IoU 0.5) on this
+    data reaches the target at that threshold and every higher one; `default` for classes with
+    fewer than `min_instances` boxes or no threshold reaching it. Thresholds never go below the
+    default: a small validation split holds too few empty photos to show the false boxes a lower
+    one lets through. Returns the thresholds and, per class, how each was chosen."""
+    chosen, how = {}, {}
+    for name in classes:
+        instances = matches.instances.get(name, 0)
+        scores, matched = matches.scores.get(name, np.zeros(0)), matches.matched.get(name, np.zeros(0, bool))
+        if instances < min_instances:
+            chosen[name], how[name] = default, f"default ({instances} validation instances < {min_instances})"
+            continue
+        ok = []
+        grid = THRESHOLD_GRID[default <= THRESHOLD_GRID]
+        for threshold in grid:
+            called = scores >= threshold
+            precision = float(matched[called].mean()) if called.any() else 1.0
+            ok.append(precision >= target_precision)
+        # the lowest threshold from which precision stays at or above the target
+        start = next((i for i in range(len(ok)) if all(ok[i:])), None)
+        if start is None:
+            chosen[name], how[name] = default, f"default (precision {target_precision} not reached)"
+        else:
+            chosen[name] = float(grid[start])
+            recall = float(matched[scores >= chosen[name]].sum()) / instances
+            how[name] = (
+                f"precision >= {target_precision} on {instances} validation boxes (recall {recall:.2f})"
+            )
+    return chosen, how

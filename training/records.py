@@ -20,12 +20,19 @@ class LabelBox(BaseModel):
     bbox: tuple[float, float, float, float] = Field(description="MegaDetector convention, 0-1")
     conf: float | None = Field(None, description="detector confidence; None for human labels")
     source: str = Field(description="where the label came from")
+    derived: bool = Field(
+        False, description="made by this pipeline from a teacher model's output, not by a person"
+    )
+    coco_class: str | None = Field(
+        None, description="the COCO class the COCO teacher gives this box (label_space: coco)"
+    )
 
 
 class ImageRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    file: str = Field(description="path relative to the image root")
+    source: str = Field("", description="the collection (dataset spec source) the image comes from")
+    file: str = Field(description="path relative to its source's image root")
     sha256: str
     width: int
     height: int
@@ -36,12 +43,23 @@ class ImageRecord(BaseModel):
     species: list[str] = Field(default_factory=list)
     boxes: list[LabelBox] = Field(default_factory=list)
     labelled: bool = Field(False, description="some label source covers this image")
-    ambiguous: bool = Field(False, description="detector boxes below the label threshold only")
+    ambiguous: bool = Field(
+        False, description="boxes incomplete or unsure: kept out of box training and box metrics"
+    )
     sequence: str = Field("", description="burst/sequence group; splits never cut one")
+    present: list[str] | None = Field(
+        None,
+        description="detector classes that a label made without the teacher says are in the image"
+        " ([] = verified empty); None = not known",
+    )
+    present_source: str | None = Field(None, description="where `present` comes from: human or file name")
+    teacher_only: bool = Field(
+        False, description="no label but the teacher's: its boxes, or its emptiness, are model output"
+    )
 
     @property
     def empty(self) -> bool:
-        return self.labelled and not self.boxes
+        return self.labelled and not self.boxes and not self.ambiguous
 
     @property
     def primary_class(self) -> str:
@@ -51,6 +69,11 @@ class ImageRecord(BaseModel):
         if self.boxes:
             return self.boxes[0].category
         return "empty"
+
+
+def record_key(record: ImageRecord) -> str:
+    """The record's unique key: its file, prefixed by its source when it has one."""
+    return f"{record.source}/{record.file}" if record.source else record.file
 
 
 def write_jsonl(records: list[ImageRecord], path: Path) -> None:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import yaml
 
 from trapline.training.boxes import md_to_voc, md_to_yolo
-from trapline.training.records import ImageRecord
+from trapline.training.records import ImageRecord, LabelBox, record_key
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def dataset_name(record: ImageRecord) -> str:
-    """A flat, unique, shell-friendly file name: site, original stem, a hash prefix."""
-    stem = _UNSAFE.sub("_", Path(record.file).with_suffix("").as_posix().replace("/", "__"))
+    """A flat, unique, shell-friendly file name: source, site folder, original stem, a hash prefix."""
+    stem = _UNSAFE.sub("_", Path(record_key(record)).with_suffix("").as_posix().replace("/", "__"))
     return f"{stem}-{record.sha256[:8]}{Path(record.file).suffix.lower()}"
 
 
@@ -32,19 +33,36 @@ def _place(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def image_path(record: ImageRecord, image_root: Path | Mapping[str, Path]) -> Path:
+    root = image_root if isinstance(image_root, Path) else image_root[record.source]
+    return root / record.file
+
+
 def write_yolo_dataset(
-    records: list[ImageRecord], splits: dict[str, str], image_root: Path, out: Path, classes: list[str]
+    records: list[ImageRecord],
+    splits: dict[str, str],
+    image_root: Path | Mapping[str, Path],
+    out: Path,
+    classes: list[str],
+    label_of: Callable[[LabelBox], str] | None = None,
 ) -> Path:
+    """Images (hard links) and YOLO txt labels per split; ambiguous photos (incomplete boxes) are
+    left out, since Ultralytics would learn their unboxed animals as background."""
     index = {name: i for i, name in enumerate(classes)}
+    for stale in ("images", "labels"):  # a rebuilt dataset must not keep the last build's photos
+        shutil.rmtree(out / stale, ignore_errors=True)
     for record in records:
-        split_name = splits[record.file]
+        if record.ambiguous:
+            continue
+        split_name = splits[record_key(record)]
         name = dataset_name(record)
-        _place(image_root / record.file, out / "images" / split_name / name)
+        _place(image_path(record, image_root), out / "images" / split_name / name)
         lines = []
         for box in record.boxes:
-            if box.category in index:
+            class_name = label_of(box) if label_of else box.category
+            if class_name in index:
                 cx, cy, w, h = md_to_yolo(box.bbox)
-                lines.append(f"{index[box.category]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+                lines.append(f"{index[class_name]} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
         label = out / "labels" / split_name / Path(name).with_suffix(".txt")
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -66,10 +84,13 @@ def write_yolo_dataset(
 
 def write_voc(records: list[ImageRecord], splits: dict[str, str], out: Path) -> None:
     annotations = out / "voc" / "Annotations"
+    shutil.rmtree(annotations, ignore_errors=True)
     annotations.mkdir(parents=True, exist_ok=True)
     for record in records:
+        if record.ambiguous:
+            continue
         root = ET.Element("annotation")
-        ET.SubElement(root, "folder").text = splits[record.file]
+        ET.SubElement(root, "folder").text = splits[record_key(record)]
         ET.SubElement(root, "filename").text = dataset_name(record)
         size = ET.SubElement(root, "size")
         for tag, value in (("width", record.width), ("height", record.height), ("depth", 3)):

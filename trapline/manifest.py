@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trapline.contracts import RELEASE_VERSION_PATTERN, Category, as_category
 
@@ -33,6 +33,27 @@ class Thresholds(BaseModel):
     conf: float = Field(0.25, ge=0.0, le=1.0, description="minimum confidence of a detection")
     iou: float = Field(0.7, ge=0.0, le=1.0, description="NMS IoU threshold")
     max_det: int = Field(300, gt=0, description="most detections kept per frame")
+    per_class: dict[str, float] = Field(
+        default_factory=dict,
+        description="class name, or published category (animal/person/vehicle), -> confidence"
+        " threshold chosen on validation data; a class uses its own, else its category's, else `conf`",
+    )
+    target_precision: float | None = Field(
+        None, ge=0.0, le=1.0, description="the validation precision the per-class thresholds were chosen for"
+    )
+
+    @field_validator("per_class")
+    @classmethod
+    def _unit_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"per-class thresholds must lie in [0, 1]: {bad}")
+        return value
+
+    def for_class(self, name: str, category: str | None = None) -> float:
+        if name in self.per_class:
+            return self.per_class[name]
+        return self.per_class.get(category or name, self.conf)
 
 
 class ReferenceDetection(BaseModel):
@@ -97,6 +118,10 @@ class ModelManifest(BaseModel):
             raise ValueError(
                 f"categories has {len(self.categories)} entries for {len(self.class_names)} classes"
             )
+        known = set(self.class_names) | {c for c in self.published_categories() if c is not None}
+        unknown = set(self.thresholds.per_class) - known
+        if unknown:
+            raise ValueError(f"per-class thresholds for classes the model does not have: {sorted(unknown)}")
         return self
 
     def published_categories(self) -> tuple[Category | None, ...]:

@@ -47,21 +47,27 @@ def fit(data_yaml: Path, weights: Path, out: Path, epochs: int, imgsz: int, seed
     )  # fmt: skip
 
 
-def evaluate(model: Path, data_yaml: Path, imgsz: int, split: str = "test") -> dict[str, Any]:
-    """The evaluation report (as a dict) of `model` on a split."""
+def evaluate(
+    model: Path, data_yaml: Path, imgsz: int, split: str = "test", role: str = "model"
+) -> dict[str, Any]:
+    """`model` scored on a split by `train evaluate` (thresholds 0.25): its flat numbers (what the
+    gate reads, training.evaluate.headline) and, under "report", the whole report."""
     from trapline.training.evaluate import evaluate as score
+    from trapline.training.evaluate import headline
 
-    return asdict(score(model, data_yaml, split, imgsz))
+    report = asdict(score(model, data_yaml, split, thresholds=0.25, imgsz=imgsz, role=role))
+    return {**headline(report), "report": report}
 
 
 def write_evaluation(current: dict[str, Any], new: dict[str, Any], out: Path) -> Path:
     """`train evaluate`'s report files for the new model with the current one as baseline."""
-    from trapline.training.evaluate import write_report
-    from trapline.training.metrics import Report
+    from trapline.training.evaluate import ModelReport, write_report
 
-    return write_report(
-        Report(**new), out, "Retrained candidate vs current model (test split)", Report(**current)
-    )
+    reports = [
+        ModelReport(**{**new["report"], "role": "candidate"}),
+        ModelReport(**{**current["report"], "role": "base"}),
+    ]
+    return write_report(reports, out, "Retrained candidate vs current model (test split)")
 
 
 def export_int8(weights: Path, data_yaml: Path, out: Path, imgsz: int, max_drop: float) -> tuple[Path, Path]:

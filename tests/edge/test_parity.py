@@ -79,16 +79,26 @@ def test_detections_match_ultralytics(
             return np.ascontiguousarray(q.astype(spec.dtype)[None])
 
         monkeypatch.setattr("trapline.edge.detector.to_input_tensor", truncating)
-    ours = Detector(model_path, conf_threshold=CONF, iou_threshold=IOU)
+    ours = Detector(model_path, conf_threshold=CONF, iou_threshold=IOU, nms_by="class")
     theirs = YOLO(str(model_path), task="detect")
     ious: list[float] = []
     total = 0
+    size = ours.info.input_height
     for photo in photos:
         image = cv2.imread(str(photo))
         assert image is not None
         mine = ours.detect(image).raw
-        ref = theirs.predict(image, conf=CONF, iou=IOU, imgsz=ours.info.input_height, verbose=False)[0]
-        ref_boxes, ref_classes = ref.boxes.xyxy.numpy(), ref.boxes.cls.numpy().astype(int)
+        # we shrink with area averaging (as Ultralytics' validation loader does; see edge.yolo),
+        # its predict with bilinear: hand it the photo already shrunk, so its letterbox only pads
+        gain = min(size / image.shape[0], size / image.shape[1])
+        shrunk = cv2.resize(
+            image, (round(image.shape[1] * gain), round(image.shape[0] * gain)), interpolation=cv2.INTER_AREA
+        )
+        ref = theirs.predict(shrunk, conf=CONF, iou=IOU, imgsz=size, verbose=False)[0]
+        ref_boxes = ref.boxes.xyxy.numpy() * np.asarray(
+            [image.shape[1] / shrunk.shape[1], image.shape[0] / shrunk.shape[0]] * 2
+        )
+        ref_classes = ref.boxes.cls.numpy().astype(int)
         assert len(mine) == len(ref_boxes), f"{photo.name}: {len(mine)} boxes, Ultralytics {len(ref_boxes)}"
         total += len(mine)
         for box, cls in zip(mine.boxes, mine.class_ids, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from trapline.edge.agent import Agent
 from trapline.edge.config import AgentConfig
 from trapline.edge.imaging import decode_image
 from trapline.edge.pictures import blur_boxes
+from trapline.edge.sources import Frame
 
 PHOTO = SAMPLES / "coyote-51472-0.jpg"
 PERSON = Detection(category="person", conf=0.9, bbox=(0.40, 0.30, 0.20, 0.45))
@@ -47,7 +49,9 @@ def test_no_uploaded_pixel_of_a_person_box_equals_the_original(tmp_path: Path, b
     for mode in ("frames", "crops"):
         agent = _agent(tmp_path, mode, blur)
         try:
-            pictures = agent._pictures("trap-07:000000001", data, original, [PERSON, ANIMAL])
+            # as the agent hands it over: decoded for the model (maybe reduced), full size on demand
+            decoded = agent.decoder.decode(Frame("k", PHOTO.name, datetime.now(UTC), data=data))
+            pictures = agent._pictures("trap-07:000000001", decoded, [PERSON, ANIMAL])
             uploads = {
                 p.kind + str(i): decode_image(p.path.read_bytes(), 10**8) for i, p in enumerate(pictures)
             }

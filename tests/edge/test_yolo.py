@@ -82,3 +82,23 @@ def test_boxes_are_mapped_back_through_the_letterbox_and_clipped() -> None:
     out = _head([(60, 32, 10, 40, 0, 0.9)])  # reaches into the top and bottom padding
     raw = decode(out, FLOAT_NCHW, 3, 64, 64, False, 0.25, 0.5, 300, box)
     assert raw.boxes[0].tolist() == pytest.approx([171.875, 0.0, 200.0, 100.0])
+
+
+def test_per_class_thresholds_apply_to_each_box_by_its_class() -> None:
+    out = _head([
+        (20, 20, 10, 10, 0, 0.5),  # animal 0.5: over its 0.4
+        (40, 40, 10, 10, 0, 0.35),  # animal 0.35: under its 0.4
+        (20, 45, 10, 10, 1, 0.35),  # person 0.35: over its 0.3
+        (45, 15, 10, 10, 2, 0.6),  # vehicle 0.6: under its 0.7
+    ])  # fmt: skip
+    thresholds = np.asarray([0.4, 0.3, 0.7], np.float32)
+    raw = decode(out, FLOAT_NCHW, 3, 64, 64, False, thresholds, 0.5, 300, IDENTITY)
+    assert raw.class_ids.tolist() == [0, 1]
+    assert raw.confs.tolist() == pytest.approx([0.5, 0.35])
+
+
+def test_nms_groups_suppress_across_classes_of_one_category() -> None:
+    out = _head([(20, 20, 10, 10, 0, 0.9), (21, 20, 10, 10, 1, 0.8), (21, 20, 10, 10, 2, 0.7)])
+    groups = np.asarray([0, 0, 2])  # classes 0 and 1 are one category (say "cow" and "horse": animal)
+    raw = decode(out, FLOAT_NCHW, 3, 64, 64, False, 0.25, 0.5, 300, IDENTITY, groups)
+    assert raw.class_ids.tolist() == [0, 2]

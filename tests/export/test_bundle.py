@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from trapline.bundle import unpack_bundle, verify_bundle
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_MODELS
+from trapline.edge.config import PACKAGED_MODELS
 from trapline.export.bundle import build_bundle, bundle_metrics, finite_json, training_provenance
 from trapline.keyring import generate_keys
 from trapline.manifest import Thresholds
+from trapline.training.evaluate import ModelReport, score, write_report
+from trapline.training.metrics import Box, ImageResult, confusion_matrix, coverage_curve
 
 COCO_ONNX = PACKAGED_MODELS / "yolov8n-coco-int8-dynamic.onnx"  # carries Ultralytics' metadata
 
@@ -24,13 +26,33 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "keys" / "release.key", tmp_path / "keys" / "release.pub"
 
 
+CLASSES = ["animal", "person", "vehicle"]
+HOW = "precision >= 0.9 on 12 validation boxes (recall 0.80)"
+
+
+def _report(role: str, animal_conf: float, false_conf: float) -> ModelReport:
+    """A model's report as `train evaluate` makes it, on two photos: one animal, one verified empty
+    on which the model puts a weak animal box."""
+    animal = (0.1, 0.1, 0.3, 0.3)
+    results = [
+        ImageResult("a", "s1", 1000, 800, [Box("animal", animal)], True, ["animal"],
+                    [Box("animal", animal, animal_conf)]),
+        ImageResult("b", "s1", 1000, 800, [], True, [], [Box("animal", (0.5, 0.5, 0.6, 0.6), false_conf)]),
+    ]  # fmt: skip
+    thresholds = dict.fromkeys(CLASSES, 0.25)
+    image, boxes, independent, per_site = score(results, CLASSES, thresholds)
+    return ModelReport(
+        "model.tflite", role, "test", thresholds, dict.fromkeys(CLASSES, HOW), image, boxes, independent,
+        per_site, coverage_curve(results), CLASSES, confusion_matrix(results, CLASSES, thresholds),
+    )  # fmt: skip
+
+
 def _evaluation(tmp_path: Path) -> Path:
-    """A `train evaluate` report.json: the shipped model's own, with a NaN as evaluate writes it."""
-    report = json.loads((PACKAGED_MODEL / "report.json").read_text())
-    report["model"]["pr_curves"] = {"animal": [1.0] * 50 + [0.5] * 51}
+    """`train evaluate`'s report.json: shipped, then the base model, with NaN as evaluate writes it
+    (the base decides no photo at high confidence: accuracy on none is NaN)."""
+    write_report([_report("shipped", 0.9, 0.1), _report("base", 0.6, 0.45)], tmp_path, "test split")
     path = tmp_path / "report.json"
-    path.write_text(json.dumps(report))  # json writes NaN for vehicle's AP: not valid JSON for a browser
-    assert "NaN" in path.read_text()
+    assert "NaN" in path.read_text()  # not valid JSON for a browser
     return path
 
 
@@ -38,14 +60,20 @@ def test_metrics_keep_numbers_and_curves_and_drop_nan(tmp_path: Path) -> None:
     checks = [{"target": "onnx-int8", "val_map50": 0.65, "pytorch_val_map50": 0.64, "passed": True}]
     (tmp_path / "export_report.json").write_text(json.dumps(checks))
     metrics = bundle_metrics(_evaluation(tmp_path), tmp_path / "export_report.json")
-    test = metrics["test_split"]
-    assert test["map50"] == pytest.approx(0.3934908282153911)
-    assert test["classes"] == ["animal", "person", "vehicle"]
-    assert len(test["confusion"]) == 4 and len(test["confusion"][0]) == 4  # classes + background
-    assert test["threshold_curve"][0]["confidence"] == 0.5
-    assert test["pr_curves"]["animal"][0] == 1.0
-    assert test["per_class"]["vehicle"]["ap50"] is None  # NaN in the report, null in JSON
-    assert metrics["test_split_baseline"]["per_class"]["person"]["ap50"] == 1.0
+    test, base = metrics["test_split"], metrics["test_split_baseline"]
+    assert test["map50"] == pytest.approx(1.0) and test["classes_present"] == ["animal"]
+    assert (test["image_accuracy"], test["empty_false_positive_rate"]) == (1.0, 0.0)
+    assert (base["image_accuracy"], base["empty_false_positive_rate"]) == (0.5, 1.0)
+    assert test["classes"] == CLASSES
+    # rows true, columns predicted, background last: the animal found; the base's false box
+    assert test["confusion"][0][0] == 1 and sum(map(sum, test["confusion"])) == 1
+    assert base["confusion"][3][0] == 1
+    assert test["threshold_curve"][0] == {"confidence": 0.5, "handled": 1.0, "accuracy": 1.0}
+    assert base["threshold_curve"][-1]["accuracy"] is None  # NaN in the report, null in JSON
+    assert len(test["pr_curves"]["animal"]) == 101 and test["pr_curves"]["animal"][0] == 1.0
+    assert test["per_class"]["animal"]["ap50"] == pytest.approx(1.0) and "person" not in test["per_class"]
+    assert test["threshold_for_precision"] == {"target_precision": 0.9, "threshold": 0.25}
+    assert [r["role"] for r in metrics["evaluation"]] == ["shipped", "base"]
     assert metrics["export_checks_val_split"] == checks
     json.dumps(metrics, allow_nan=False)  # a browser can parse it
 

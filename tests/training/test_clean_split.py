@@ -79,3 +79,40 @@ def test_real_dataset_split_has_no_leakage(camtrap: Path, tmp_path: Path) -> Non
     assert (tmp_path / "ds" / "dataset.png").stat().st_size > 10_000
     assert (tmp_path / "ds" / "records.parquet").exists()
     assert len(list((tmp_path / "ds" / "voc" / "Annotations").glob("*.xml"))) == len(prepared.records)
+
+
+def test_split_by_site_keeps_every_site_whole() -> None:
+    from trapline.training.split import split_by_site
+
+    records = [_record(f"p{i}", i * 1000, "deer", site) for site in ("a", "b", "c", "d") for i in range(5)]
+    assign_sequences(records)
+    named = split_by_site(records, test_sites=["a"], val_sites=["b"])
+    assert {named[r.file] for r in records if r.site == "a"} == {"test"}
+    assert {named[r.file] for r in records if r.site == "b"} == {"val"}
+    assert {named[r.file] for r in records if r.site in ("c", "d")} == {"train"}
+    dealt = split_by_site(records, seed=1)
+    for site in ("a", "b", "c", "d"):
+        assert len({dealt[r.file] for r in records if r.site == site}) == 1
+    assert set(dealt.values()) == {"train", "val", "test"}
+
+
+def test_split_by_site_refuses_unknown_sites_and_sequences_across_sites() -> None:
+    import pytest
+
+    from trapline.training.split import split_by_site
+
+    records = [_record("x", 0, "deer", "a"), _record("y", 0, "deer", "b")]
+    with pytest.raises(ValueError, match="hold no photos"):
+        split_by_site(records, test_sites=["nowhere"])
+    for record in records:
+        record.sequence = "one"
+    with pytest.raises(ValueError, match="span splits"):
+        split_by_site(records, test_sites=["a"])
+
+
+def test_video_frames_group_by_clip_but_dated_names_do_not_merge() -> None:
+    records = [_record(name, None, "jaguar", "j") for name in ("RL 5_20051003_1721", "RL 7_20051015_0143")]
+    records += [_record(f"clip-123-{i}", None, "cougar", "v") for i in (0, 161)]
+    assign_sequences(records)
+    assert records[0].sequence != records[1].sequence
+    assert records[2].sequence == records[3].sequence

@@ -71,3 +71,56 @@ def test_label_sources_merge_with_thresholds(tmp_path: Path) -> None:
     assert not c.species
     assert d.boxes[0].bbox == pytest.approx((0.4, 0.3, 0.2, 0.4))
     assert d.boxes[0].source == "yolo"
+
+
+def test_image_level_labels_sites_from_metadata_and_megadetector_categories(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    for name in ("owl.jpg", "empty.jpg", "deer.jpg", "peru.jpg", "squirrel.jpg"):
+        _photo(root / "sw" / name)
+    md = {
+        "images": [
+            # MegaDetector calls the owl a person and boxes a stump on a verified empty photo
+            {
+                "file": "sw/owl.jpg",
+                "detections": [{"category": "2", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}],
+            },
+            {
+                "file": "sw/empty.jpg",
+                "detections": [{"category": "1", "conf": 0.6, "bbox": [0.5, 0.5, 0.1, 0.1]}],
+            },
+        ]
+    }
+    (tmp_path / "md.json").write_text(json.dumps(md))
+    (tmp_path / "labels.csv").write_text(
+        "file,label,label_kind\n"
+        "sw/owl.jpg,Burrowing owl,from the source's file/folder name\n"
+        "sw/empty.jpg,Empty,human image-level (groundtruth.csv)\n"
+        "sw/deer.jpg,Deer,human image-level (groundtruth.csv)\n"
+        "sw/peru.jpg,animal (MegaDetector prediction),MegaDetector boxes (model output)\n"
+    )
+    (tmp_path / "meta.jsonl").write_text(
+        json.dumps({"file": "sw/deer.jpg", "camera_overlay_id": "NW1"})
+        + "\n"
+        + json.dumps({"file": "sw/owl.jpg", "camera_overlay_id": None})
+        + "\n"
+    )
+    (tmp_path / "yolo").mkdir()
+    (tmp_path / "yolo" / "squirrel.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    records = {Path(r.file).name: r for r in ingest(
+        root, megadetector=tmp_path / "md.json", md_threshold=0.5, image_labels=tmp_path / "labels.csv",
+        metadata=tmp_path / "meta.jsonl", site_field="camera_overlay_id", source_name="src",
+        yolo_labels=tmp_path / "yolo", yolo_classes=["animal"],
+    )}  # fmt: skip
+    owl, empty, deer, peru, squirrel = (
+        records[n] for n in ("owl.jpg", "empty.jpg", "deer.jpg", "peru.jpg", "squirrel.jpg")
+    )
+    assert [b.category for b in owl.boxes] == ["animal"] and "category from image label" in owl.boxes[
+        0
+    ].source
+    assert (owl.present, owl.present_source) == (["animal"], "file name")
+    assert empty.boxes == [] and empty.present == [] and empty.empty  # MegaDetector's box was a false one
+    assert deer.present == ["animal"] and deer.ambiguous  # known animal, no box yet: the teacher's job
+    assert peru.present is None and not peru.labelled  # a model's label is not image-level truth
+    assert squirrel.present == ["animal"] and squirrel.present_source == "human"  # people drew its box
+    assert deer.site == "src/sw/NW1" and owl.site == "src/sw/unknown" and empty.site == "src/sw"
+    assert deer.source == "src"
