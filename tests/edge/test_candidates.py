@@ -164,16 +164,21 @@ def test_a_site_that_covers_people_covers_them_in_candidates_too(tmp_path: Path)
     decoded = agent.decoder.decode(Frame("k", owls.name, DAY, data=owls.read_bytes()))
     assert decoded.tensor is not None and decoded.letterbox is not None
     result = agent.detector.detect_prepared(decoded.tensor, decoded.letterbox)
-    (weak,) = agent.detector.below_threshold(result, 0.1)
+    # one weak owl on x86-64 (0.14); aarch64's half-scale decode also finds a second one just over 0.1
+    weak = max(agent.detector.below_threshold(result, 0.1), key=lambda d: d.conf)
     x, y, w, h = weak.bbox
     person = Detection(category="person", conf=0.9, bbox=(max(0.0, x - w / 2), y, w * 0.6, h))  # beside it
     message = SimpleNamespace(id="trap-07:000000001", captured_at=DAY, detections=[person])
     agent._sample_candidates(agent.candidates, message, decoded, result)  # type: ignore[arg-type]
-    (kept,) = agent.candidates.kept
-    sent = cv2.imdecode(np.fromfile(agent.candidates.folder / kept.file, np.uint8), cv2.IMREAD_COLOR)
     covered = square_crop(blur_boxes(image, [person]), weak.bbox, 224)
     bare = square_crop(image, weak.bbox, 224)
-    assert sent is not None and sent.shape == covered.shape
+    crops = [
+        cv2.imdecode(np.fromfile(agent.candidates.folder / kept.file, np.uint8), cv2.IMREAD_COLOR)
+        for kept in agent.candidates.kept
+    ]
+    same_box = [c for c in crops if c is not None and c.shape == covered.shape]
+    assert same_box  # the weak owl's crop was kept
+    sent = min(same_box, key=lambda crop: float(np.abs(crop.astype(int) - covered).mean()))
     hidden = np.abs(covered.astype(int) - bare).max(axis=2) > 40  # where the person's box lies
     assert hidden.sum() > 1000
     # what was sent there is the cover (up to JPEG), not the person
