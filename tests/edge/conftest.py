@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.disk import small_tmpfs
 from tests.support.fleet import reap
 
 
@@ -19,13 +19,6 @@ def _no_agent_outlives_its_test() -> Iterator[None]:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MB file system (tmpfs; needs root, as CI has)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                             capture_output=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mount_point
-    # lazy: detaches even if a failed test left a file open on it
-    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+    """A real 2 MB file system."""
+    with small_tmpfs(tmp_path, "2m") as mount_point:
+        yield mount_point

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.disk import small_tmpfs
 from tests.support.ota import BundleFileServer, Release, ReleaseKit, ota_reports
 from trapline.edge.agent import AgentCounters, load_detector
 from trapline.edge.config import PACKAGED_MODEL, PACKAGED_SAMPLES, AgentConfig
@@ -290,14 +290,9 @@ def test_updates_wait_for_the_window_and_the_download_spread(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount_point)],
-                             capture_output=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+    """A real 9 MB file system: the trap's model slots, which a test fills while it downloads."""
+    with small_tmpfs(tmp_path, "9m") as mount_point:
+        yield mount_point
 
 
 def test_disk_full_during_a_download_keeps_the_old_model_and_the_update_recovers(
