@@ -67,15 +67,22 @@ def image_format_and_size(data: bytes) -> tuple[str, int, int]:
     raise BadImageError("not a JPEG or PNG image")
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """The file's pixels as a BGR uint8 array, or BadImageError saying what is wrong."""
+def checked_format_and_size(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) from the header, or BadImageError for an empty, zero-sized or too
+    large image (checked before anything is decoded)."""
     if not data:
         raise BadImageError("empty file")
-    _, width, height = image_format_and_size(data)
+    kind, width, height = image_format_and_size(data)
     if width == 0 or height == 0:
         raise BadImageError("image has zero width or height")
     if width * height > max_pixels:
         raise BadImageError(f"image too large ({width}x{height} > {max_pixels} pixels)")
+    return kind, width, height
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """The file's pixels as a BGR uint8 array, or BadImageError saying what is wrong."""
+    _, width, height = checked_format_and_size(data, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadImageError("image data could not be decoded")
@@ -108,13 +115,7 @@ def decode_image_reduced(
 
     The same checks as `decode_image`; only JPEGs at least twice the input are decoded at half
     scale (a PNG has no scaled decode)."""
-    if not data:
-        raise BadImageError("empty file")
-    kind, width, height = image_format_and_size(data)
-    if width == 0 or height == 0:
-        raise BadImageError("image has zero width or height")
-    if width * height > max_pixels:
-        raise BadImageError(f"image too large ({width}x{height} > {max_pixels} pixels)")
+    kind, width, height = checked_format_and_size(data, max_pixels)
     factor = reduction_for(width, height, input_width, input_height) if kind == "jpeg" else 1
     flag = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)

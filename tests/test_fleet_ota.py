@@ -12,24 +12,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import yaml
-from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import SAMPLES
 from tests.server.conftest import RunningWorker
+from tests.support.live_server import serving
 from tests.support.netcut import CuttingProxy
 from tests.support.ota import Release as KitRelease
 from tests.support.ota import ReleaseKit
-from trapline.cli.broker import MosquittoBroker, free_port
+from trapline.cli.broker import MosquittoBroker
 from trapline.edge.config import PACKAGED_MODEL
 from trapline.server.api.main import create_app
 from trapline.server.core.config import ServerSettings
@@ -97,17 +97,6 @@ class Fleet:
         return int(response.json()["id"])
 
 
-def _serve_api(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, int]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return server, thread, port
-
-
 @pytest.fixture
 def fleet(tmp_path: Path, kit: ReleaseKit) -> Iterator[Fleet]:
     url = f"sqlite:///{tmp_path / 'server.sqlite'}"
@@ -118,7 +107,7 @@ def fleet(tmp_path: Path, kit: ReleaseKit) -> Iterator[Fleet]:
         tmp_path / "mqtt", "trapline", passwords, {SERVER_USER: SERVER_PASSWORD}
     )
     auth = f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
-    with MosquittoBroker(tmp_path / "broker", extra_config=auth) as broker:
+    with MosquittoBroker(tmp_path / "broker", extra_config=auth) as broker, ExitStack() as api_stack:
         settings = ServerSettings(
             database_url=url, data_dir=tmp_path / "data", mqtt_host="127.0.0.1", mqtt_port=broker.port,
             mqtt_username=SERVER_USER, mqtt_password=SERVER_PASSWORD, release_keyring=kit.keyring,
@@ -126,7 +115,7 @@ def fleet(tmp_path: Path, kit: ReleaseKit) -> Iterator[Fleet]:
         )  # fmt: skip
         app = create_app(settings)
         sessions: sessionmaker[Session] = app.state.sessions
-        api_server, api_thread, api_port = _serve_api(app)
+        api_port = int(api_stack.enter_context(serving(app)).rsplit(":", 1)[1])  # stops after the rest
         with transaction(sessions) as session:
             session.add(
                 ApiToken(name="ada", token_hash=hash_token(ADMIN), role="admin", created_at=datetime.now(UTC))
@@ -187,8 +176,6 @@ def fleet(tmp_path: Path, kit: ReleaseKit) -> Iterator[Fleet]:
                 controller_thread.join(10)
                 sender.stop()
                 worker.stop()
-                api_server.should_exit = True
-                api_thread.join(10)
 
 
 def test_a_fleet_takes_a_staged_release_and_refuses_what_it_must(

@@ -18,21 +18,16 @@ from starlette.datastructures import FormData, UploadFile
 # multipart boundaries and the small text fields around the file
 FORM_OVERHEAD_BYTES = 64 * 1024
 
-# OpenAPI for endpoints that read their form themselves
-MULTIPART_FILE: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def multipart_form(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for an endpoint that reads its multipart form itself (`openapi_extra`)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+MULTIPART_FILE = multipart_form(["file"], {"file": BINARY})
 
 
 def _too_large(limit: int) -> HTTPException:

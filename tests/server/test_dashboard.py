@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from tests.conftest import ROOT, SAMPLES
 from tests.server.conftest import ADMIN, UPLOAD, accepted, seed, settings_for
+from tests.support.live_server import serving
 from trapline.bundle import sign_bundle
-from trapline.cli.broker import free_port
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL
 from trapline.keyring import generate_keys
 from trapline.manifest import ModelManifest
@@ -118,16 +115,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     seed(app)
     with TestClient(app, base_url="https://testserver") as client:  # traps upload over https
         _enrich(app, client, tmp)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
     app.state.engine.dispose()
 
 

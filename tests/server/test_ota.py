@@ -4,7 +4,6 @@ automatic halts, pause / resume / roll back, retained commands on a real Mosquit
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.server.conftest import ADMIN, UPLOAD, VIEWER, accepted, seed, settings_for
+from tests.support.live_server import serving
 from tests.support.ota import Release as KitRelease
 from tests.support.ota import ReleaseKit
 from trapline.cli.broker import MosquittoBroker
@@ -351,32 +351,21 @@ def test_the_rollouts_page_pauses_in_a_browser(
 
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed")
-    import uvicorn
     from playwright.sync_api import sync_playwright
-
-    from trapline.cli.broker import free_port
 
     app = create_app(settings)
     seed(app)
     with transaction(app.state.sessions) as session:
         release_id = register_release(session, settings, release_v2.folder).id
         start(session, release_id, RolloutPlan(), "ada", NOW)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            context = browser.new_context(base_url=f"http://127.0.0.1:{port}")
-            assert context.request.post("/api/v1/session", form={"token": ADMIN}).ok  # logs in
-            page = context.new_page()
-            page.goto("/rollouts")
-            page.click('button[data-action="pause"]')
-            page.wait_for_selector('tr[data-state="paused"]')
-            assert page.query_selector('button[data-action="resume"]') is not None
-            page.screenshot(path=str(tmp_path / "rollouts.png"), full_page=True)
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(app) as url, sync_playwright() as playwright:  # serving waits until it listens
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        context = browser.new_context(base_url=url)
+        assert context.request.post("/api/v1/session", form={"token": ADMIN}).ok  # logs in
+        page = context.new_page()
+        page.goto("/rollouts")
+        page.click('button[data-action="pause"]')
+        page.wait_for_selector('tr[data-state="paused"]')
+        assert page.query_selector('button[data-action="resume"]') is not None
+        page.screenshot(path=str(tmp_path / "rollouts.png"), full_page=True)
+        browser.close()

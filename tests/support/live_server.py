@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from trapline.cli.broker import free_port
 from trapline.server.api.main import create_app
@@ -15,10 +16,9 @@ from trapline.server.core.config import ServerSettings
 
 
 @contextmanager
-def live_server(settings: ServerSettings) -> Iterator[str]:
-    """Serve the app at http://127.0.0.1:<free port> until the block ends; yields the URL."""
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve `app` at http://127.0.0.1:<free port> until the block ends; yields the URL."""
     port = free_port()
-    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -32,4 +32,14 @@ def live_server(settings: ServerSettings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def live_server(settings: ServerSettings) -> Iterator[str]:
+    """A new app for `settings`, served as `serving` does; its engine disposed of at the end."""
+    app = create_app(settings)
+    try:
+        with serving(app) as url:
+            yield url
+    finally:
         app.state.engine.dispose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from trapline.enrolment import DEPLOYMENT_REPORT_PATH, DeploymentReport
 from trapline.server.api.deps import AdminDep, DeviceDep, SessionDep, SettingsDep, UserDep
 from trapline.server.api.routes.media import media_path, store_bytes
-from trapline.server.api.uploads import file_bytes, read_form, text_field
+from trapline.server.api.uploads import BINARY, file_bytes, multipart_form, read_form, text_field
 from trapline.server.fleet import RegistryError, record_deployment
 from trapline.server.models import Deployment, Device
 
@@ -70,23 +69,10 @@ def list_all(session: SessionDep, _user: UserDep) -> list[DeploymentOut]:
 
 # the report's JSON: a few kilobytes (names, a place, a free-text note)
 REPORT_MAX_CHARS = 64 * 1024
-DEPLOYMENT_FORM: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["deployment"],
-                    "properties": {
-                        "deployment": {"type": "string", "description": "trapline.deployment/1 JSON"},
-                        "photo": {"type": "string", "format": "binary"},
-                    },
-                }
-            }
-        },
-    }
-}
+DEPLOYMENT_FORM = multipart_form(
+    ["deployment"],
+    {"deployment": {"type": "string", "description": "trapline.deployment/1 JSON"}, "photo": BINARY},
+)
 
 
 @router.post(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,30 +15,18 @@ from trapline.contracts import ID_MAX, MEDIA_KINDS
 from trapline.files import atomic_write
 from trapline.server.api.deps import DeviceDep, SessionDep, SettingsDep, UserDep
 from trapline.server.api.schemas import MediaOut
-from trapline.server.api.uploads import MULTIPART_FILE, file_bytes, read_form, text_field
+from trapline.server.api.uploads import BINARY, file_bytes, multipart_form, read_form, text_field
 from trapline.server.models import Media
 
 router = APIRouter(prefix="/media", tags=["media"])
-MULTIPART_UPLOAD: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "kind"],
-                    "properties": {
-                        **MULTIPART_FILE["requestBody"]["content"]["multipart/form-data"]["schema"][
-                            "properties"
-                        ],
-                        "kind": {"type": "string", "enum": list(MEDIA_KINDS)},
-                        "detection_id": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
+MULTIPART_UPLOAD = multipart_form(
+    ["file", "kind"],
+    {
+        "file": BINARY,
+        "kind": {"type": "string", "enum": list(MEDIA_KINDS)},
+        "detection_id": {"type": "string"},
+    },
+)
 
 
 def media_path(root: Path, sha256: str) -> Path:

@@ -5,19 +5,18 @@ features like every other crop."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from tests.conftest import SAMPLES
 from tests.server.conftest import RunningWorker, settings_for
-from trapline.cli.broker import MosquittoBroker, free_port
+from tests.support.live_server import serving
+from trapline.cli.broker import MosquittoBroker
 from trapline.edge.agent import Agent
 from trapline.edge.config import AgentConfig
 from trapline.edge.spool import DetectionSpool
@@ -43,18 +42,10 @@ def api(sqlite_url: str, tmp_path: Path, broker: MosquittoBroker) -> Iterator[tu
     app = create_app(settings)
     with transaction(app.state.sessions) as session:
         session.add(Device(id="trap-07", state="unknown", token_hash=hash_token(TOKEN)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ingest = RunningWorker(IngestWorker(settings, app.state.sessions))
-    yield app, f"http://127.0.0.1:{port}"
-    ingest.stop()
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        ingest = RunningWorker(IngestWorker(settings, app.state.sessions))
+        yield app, url
+        ingest.stop()
     app.state.engine.dispose()
 
 

@@ -3,20 +3,17 @@ correct one crop; labels land with who and when, a "not an animal" queues the ca
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from tests.server.clustering.conftest import Fleet
 from tests.server.conftest import ADMIN
 from tests.server.test_dashboard import CHROMIUM, LAUNCH_ARGS
-from trapline.cli.broker import free_port
+from tests.support.live_server import serving
 from trapline.server.api.main import create_app
 from trapline.server.db import transaction
 from trapline.server.learning.labels import current_labels
@@ -60,19 +57,10 @@ def page(fleet: Fleet) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     app = create_app(fleet.settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with sync_playwright() as playwright:
+    with serving(app) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield browser.new_context(base_url=f"http://127.0.0.1:{port}").new_page()
+        yield browser.new_context(base_url=url).new_page()
         browser.close()
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_label_a_cluster_by_keyboard_and_correct_a_crop(fleet: Fleet, page, tmp_path: Path) -> None:
