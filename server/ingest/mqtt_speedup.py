@@ -87,6 +87,7 @@ class BufferedClient(mqtt.Client):
         self._received_at = 0  # how much of `_received` paho has taken
         self._received_from: object = None  # the socket `_received` came from
         self._topic_callbacks = False
+        self._reads_left = 1  # socket reads left in this loop_read
         # called in the network thread after each read of the socket, once every complete packet
         # in it has been handled (the ingest worker hands its messages over in one go)
         self.after_read: Callable[[], None] | None = None
@@ -95,6 +96,9 @@ class BufferedClient(mqtt.Client):
         if self._sock is not self._received_from:  # a new connection: the old bytes are void
             self._received, self._received_at, self._received_from = b"", 0, self._sock
         if self._received_at >= len(self._received):
+            if not self._reads_left:  # this read is done: write, keep alive, then select again
+                raise BlockingIOError
+            self._reads_left -= 1
             data = super()._sock_recv(max(bufsize, RECEIVE_CHUNK))  # b"" at end of stream
             if len(data) <= bufsize:
                 return data
@@ -112,6 +116,10 @@ class BufferedClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         # paho reads one packet per call; the rest of the buffer would wait for the next select,
         # which only sees the socket
+        # one socket read per call, then every complete packet it brought: a packet cut at the
+        # end of the chunk waits for the next call, so that a socket that never runs dry (a
+        # storm) cannot keep the network thread from writing acknowledgements and keepalives
+        self._reads_left = 1
         try:
             rc = super().loop_read(max_packets)
             while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self.buffered_bytes:

@@ -17,8 +17,9 @@ reason. A batch the database refuses is tried again message by message, so one p
 becomes a dead letter and the others are stored; a database that does not answer at all is
 waited for (nothing is acknowledged meanwhile, so nothing is lost). Flow control: the broker may
 send at most `ingest_receive_maximum` unacknowledged messages (MQTT 5 Receive Maximum). Mosquitto
-2.0.11 was measured sending more after a session resumes with a backlog; the worker then stops
-reading at twice the limit (TCP holds the broker back), so its memory stays bounded either way.
+2.0.11 was measured to stop enforcing it once acknowledgements flow (with paho's own acks too); the
+worker then stops reading at twice the limit (TCP holds the broker back), so its memory stays
+bounded either way.
 """
 
 from __future__ import annotations
@@ -489,6 +490,11 @@ class IngestWorker:
             self._hand_to_writer(None)
             if self._writer is not None:
                 self._writer.join(30)
+            # the last acknowledgements out before the DISCONNECT (else they are sent again)
+            deadline = time.monotonic() + 2
+            network = self._network
+            while self.client.want_write() and network and network.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
             self.client.disconnect()
             if self._network is not None:
                 self._network.join(10)
