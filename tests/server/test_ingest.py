@@ -207,3 +207,27 @@ def test_server_killed_mid_stream_loses_nothing(
         ).all()
         assert mismatched == []  # no box stored twice, none lost
         assert session.scalar(select(func.count()).select_from(Sequence)) > 0
+
+
+def test_last_seen_is_written_at_most_once_per_step(database_url: str, sessions_for: Any) -> None:
+    """A storm brings the same traps in every batch: their row is rewritten once per
+    LAST_SEEN_STEP, not once per batch, and never goes back."""
+    from datetime import UTC, datetime, timedelta
+
+    from trapline.server.db import transaction
+    from trapline.server.ingest.store import LAST_SEEN_STEP, _known_devices
+
+    sessions = sessions_for(database_url)
+    register(sessions, "trap-01")
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    half = timedelta(seconds=0.5)
+    times = [start, start + 2 * half, start + LAST_SEEN_STEP - half, start + LAST_SEEN_STEP + half]
+    seen = []
+    for now in times:
+        with transaction(sessions) as session:
+            assert _known_devices(session, {"trap-01", "trap-99"}, now, auto_register=False) == {"trap-01"}
+        with sessions() as session:
+            device = session.get(Device, "trap-01")
+            assert device is not None
+            seen.append(device.last_seen_at)
+    assert seen == [start, start, start, times[3]]
