@@ -44,7 +44,6 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from trapline.contracts import UPLINK_KINDS
 from trapline.credentials import reveal
 from trapline.edge.health import sd_notify, watchdog_interval_s
 from trapline.server.core.config import SQLITE_PREFIX, ServerSettings
@@ -90,7 +89,7 @@ class _Validated:
 
 
 def subscriptions(settings: ServerSettings) -> list[str]:
-    base = [f"{settings.mqtt_prefix}/+/{kind}" for kind in UPLINK_KINDS]
+    base = [f"{settings.mqtt_prefix}/+/{kind}" for kind in settings.ingest_topics]
     if settings.mqtt_share_group:
         return [f"$share/{settings.mqtt_share_group}/{t}" for t in base]
     return base
