@@ -241,6 +241,17 @@ def _register(url: str, traps: int) -> None:
     engine.dispose()
 
 
+def _split(index: int, workers: int) -> dict[str, str]:
+    """Worker `index` of `workers`: one takes everything; two split by topic (detections, the
+    rest), each with its own persistent session; more share through $share."""
+    if workers == 1:
+        return {}
+    if workers == 2:
+        topics = "detections" if index == 0 else "status,sequences,heartbeat,ota"
+        return {"TRAPLINE_SERVER_INGEST_TOPICS": topics}
+    return {"TRAPLINE_SERVER_MQTT_SHARE_GROUP": "ingest"}
+
+
 @contextmanager
 def _ingest(url: str, port: int, workers: int, logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {
@@ -260,8 +271,7 @@ def _ingest(url: str, port: int, workers: int, logs: Path) -> Iterator[list[subp
                     env={
                         **env,
                         "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{index}",
-                        # several workers share the load; one subscribes directly (the default)
-                        **({"TRAPLINE_SERVER_MQTT_SHARE_GROUP": "ingest"} if workers > 1 else {}),
+                        **_split(index, workers),
                     },
                     stdout=log_file,
                     stderr=log_file,

@@ -7,6 +7,7 @@ off-contract, so a malformed message fails loudly at the edge of the system.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -626,6 +627,7 @@ def topic(prefix: str, device_id: str, kind: TopicKind) -> str:
     return f"{prefix}/{device_id}/{kind}"
 
 
+@functools.lru_cache(maxsize=8192)  # ingest asks for the same few topics per trap, all day
 def parse_topic(prefix: str, value: str) -> tuple[str, TopicKind] | None:
     """Split a topic into (device_id, kind); None when it is not a Trapline topic."""
     head = prefix + "/"

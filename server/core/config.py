@@ -10,12 +10,12 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from trapline.contracts import DEFAULT_PREFIX
+from trapline.contracts import DEFAULT_PREFIX, UPLINK_KINDS, TopicKind
 from trapline.credentials import read_secret
 from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL
 
@@ -65,6 +65,12 @@ class ServerSettings(BaseSettings):
         " have not reconnected after a broker restart; a direct subscription queues them",
     )
     mqtt_client_id: str = Field("trapline-ingest-1", description="unique per ingest worker")
+    ingest_topics: Annotated[tuple[TopicKind, ...], NoDecode] = Field(
+        UPLINK_KINDS,
+        description="the trap topics this ingest worker subscribes to, comma-separated (default: all"
+        " of them). Two workers split a fleet's traffic without $share, each with its own persistent"
+        " session: one `detections`, the other `status,sequences,heartbeat,ota`",
+    )
     ingest_batch_size: int = Field(1000, gt=0, description="messages per database commit")
     ingest_batch_seconds: float = Field(0.2, gt=0, description="longest wait before a commit")
     ingest_receive_maximum: int = Field(
@@ -222,6 +228,24 @@ class ServerSettings(BaseSettings):
         if self.ingest_receive_maximum < self.ingest_batch_size:
             raise ValueError("ingest_receive_maximum must be at least ingest_batch_size")
         return self
+
+    @field_validator("ingest_topics", mode="before")
+    @classmethod
+    def _topic_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("ingest_topics")
+    @classmethod
+    def _uplink_topics(cls, kinds: tuple[TopicKind, ...]) -> tuple[TopicKind, ...]:
+        if not kinds:
+            raise ValueError("at least one topic")
+        if downlink := [kind for kind in kinds if kind not in UPLINK_KINDS]:
+            raise ValueError(
+                f"not written by traps: {', '.join(downlink)} (choose from {', '.join(UPLINK_KINDS)})"
+            )
+        return tuple(dict.fromkeys(kinds))
 
     def heartbeat_history(self) -> HeartbeatHistory:
         return HeartbeatHistory(

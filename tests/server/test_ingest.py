@@ -207,3 +207,86 @@ def test_server_killed_mid_stream_loses_nothing(
         ).all()
         assert mismatched == []  # no box stored twice, none lost
         assert session.scalar(select(func.count()).select_from(Sequence)) > 0
+
+
+def test_last_seen_is_written_at_most_once_per_step(database_url: str, sessions_for: Any) -> None:
+    """A storm brings the same traps in every batch: their row is rewritten once per
+    LAST_SEEN_STEP, not once per batch, and never goes back."""
+    from datetime import UTC, datetime, timedelta
+
+    from trapline.server.db import transaction
+    from trapline.server.ingest.store import LAST_SEEN_STEP, _known_devices
+
+    sessions = sessions_for(database_url)
+    register(sessions, "trap-01")
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    half = timedelta(seconds=0.5)
+    times = [start, start + 2 * half, start + LAST_SEEN_STEP - half, start + LAST_SEEN_STEP + half]
+    seen = []
+    for now in times:
+        with transaction(sessions) as session:
+            assert _known_devices(session, {"trap-01", "trap-99"}, now, auto_register=False) == {"trap-01"}
+        with sessions() as session:
+            device = session.get(Device, "trap-01")
+            assert device is not None
+            seen.append(device.last_seen_at)
+    assert seen == [start, start, start, times[3]]
+
+
+def test_two_workers_split_the_topics(
+    database_url: str, tmp_path: Path, broker: MosquittoBroker, sessions_for: Any
+) -> None:
+    """`ingest_topics`: one worker takes the detections, the other the rest, each on its own
+    persistent session (no $share); every message is stored once, by the worker that owns it."""
+    sessions = sessions_for(database_url)
+    register(sessions, "trap-01")
+    workers = [
+        RunningWorker(
+            IngestWorker(
+                settings_for(database_url, tmp_path, broker, ingest_topics=topics, mqtt_client_id=name),
+                sessions,
+            )
+        )
+        for name, topics in (
+            ("ingest-d", ("detections",)),
+            ("ingest-r", ("status", "sequences", "heartbeat", "ota")),
+        )
+    ]
+    publisher = _publisher(broker)
+    try:
+        for number in range(20):
+            publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", number), qos=1)
+        for number in range(5):
+            summary = {
+                "schema": "trapline.sequences/1", "sequence_id": f"trap-01:seq:{number}", "device_id": "trap-01",
+                "first_frame_at": "2026-11-30T03:00:00.000+00:00", "last_frame_at": "2026-11-30T03:00:02.000+00:00",
+                "frame_count": 3, "categories": {"animal": {"max_count": 1, "best_conf": 0.9}},
+                "mean_class_probabilities": {"animal": 0.9},
+            }  # fmt: skip
+            publisher.publish("trapline/trap-01/sequences", json.dumps(summary).encode(), qos=1)
+
+        def stored() -> tuple[int, int]:
+            with sessions() as session:
+                return (
+                    session.scalar(select(func.count()).select_from(DetectionFrame)) or 0,
+                    session.scalar(select(func.count()).select_from(Sequence)) or 0,
+                )
+
+        assert _wait(lambda: stored() == (20, 5), 20), stored()
+        assert [w.worker.counters.received for w in workers] == [20, 5]
+        assert [w.worker.counters.dead_letters for w in workers] == [0, 0]
+    finally:
+        publisher.loop_stop()
+        for worker in workers:
+            worker.stop()
+
+
+def test_ingest_topics_must_be_written_by_traps() -> None:
+    from pydantic import ValidationError
+
+    from trapline.server.core.config import ServerSettings
+
+    assert ServerSettings(ingest_topics="detections, ota").ingest_topics == ("detections", "ota")
+    for wrong in ("cmd/model", "", "detections,bogus"):
+        with pytest.raises(ValidationError):
+            ServerSettings(ingest_topics=wrong)

@@ -220,7 +220,7 @@ def test_a_database_outage_loses_nothing(
             publisher.publish("trapline/trap-01/detections", detection_payload("trap-01", number), qos=1)
         assert wait_until(lambda: worker.worker.counters.db_errors >= 2, 20)
         # flow control: the broker holds the flood, the worker never more than its Receive Maximum
-        assert 0 < worker.worker.queued <= 100
+        assert 0 < worker.worker.held <= 100
         postgres.resume()
         assert wait_until(lambda: _count(sessions, DetectionFrame) == 1050, 60)
         assert _count(sessions, DeadLetter) == 0
