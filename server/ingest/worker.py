@@ -402,6 +402,15 @@ class IngestWorker:
                 accepted.append(verdict)
         return _Validated(batch, accepted, dead)
 
+    def _validated_or_kept(self, batch: list[_Incoming]) -> _Validated:
+        """`_validate`, or on a bug in it every message of the batch kept as a dead letter."""
+        try:
+            return self._validate(batch)
+        except Exception as exc:  # a bug, not the message: keep every message, go on
+            self.counters.unexpected_errors += 1
+            log.exception("unexpected error validating a batch of %d; kept as dead letters", len(batch))
+            return _Validated(batch, [], _failed(batch, exc))
+
     def _store_and_acknowledge(self, work: _Validated) -> None:
         """Store one validated batch, then acknowledge it in the order received (the writer)."""
         result = self._store(work.accepted, work.dead)
@@ -447,9 +456,7 @@ class IngestWorker:
                     self.client.ack(item.mid, item.qos)
 
     def _keep_as_dead_letters(self, batch: list[_Incoming], exc: Exception) -> None:
-        reason = f"ingest failed on this batch: {_describe(exc)}"
-        for item in batch:
-            letter = DeadLetterIn(item.topic, reason, item.payload, item.received_at)
+        for letter in _failed(batch, exc):
             if self._store_one(letter) is None:
                 return  # stopping: unacknowledged, redelivered later
             self.counters.dead_letters += 1
@@ -461,7 +468,7 @@ class IngestWorker:
             self._watchdog_due = time.monotonic() + self._watchdog_s
 
     def run(self) -> int:
-        """Run until stop(); 0 after a clean stop, 1 when the MQTT thread died (restart us)."""
+        """Run until stop(); 0 after a clean stop, 1 when a thread of ours died (restart us)."""
         self._watchdog_s = watchdog_interval_s()
         self._writer = threading.Thread(target=self._write_batches, name="ingest-writer", daemon=True)
         self._writer.start()
@@ -481,7 +488,7 @@ class IngestWorker:
                 batch = self._next_batch()
                 if batch:
                     self._batched += len(batch)
-                    self._hand_to_writer(self._validate(batch))
+                    self._hand_to_writer(self._validated_or_kept(batch))
             return 0
         finally:
             sd_notify("STOPPING=1")
@@ -501,6 +508,12 @@ class IngestWorker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _failed(batch: list[_Incoming], exc: Exception) -> list[DeadLetterIn]:
+    """The batch's messages as dead letters of a failure that is ours, not theirs."""
+    reason = f"ingest failed on this batch: {_describe(exc)}"
+    return [DeadLetterIn(item.topic, reason, item.payload, item.received_at) for item in batch]
 
 
 def _topic_of(item: Accepted | DeadLetterIn) -> str:

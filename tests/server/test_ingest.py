@@ -290,3 +290,47 @@ def test_ingest_topics_must_be_written_by_traps() -> None:
     for wrong in ("cmd/model", "", "detections,bogus"):
         with pytest.raises(ValidationError):
             ServerSettings(ingest_topics=wrong)
+
+
+def test_a_bug_while_validating_keeps_the_batch_as_dead_letters(
+    sqlite_url: str,
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    sessions_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net under validation: a batch it fails on is kept (dead letters with the reason,
+    acknowledged), the worker goes on with the next one."""
+    sessions = sessions_for(sqlite_url)
+    register(sessions, "trap-01")
+    original = IngestWorker._validate
+    calls = []
+
+    def failing_once(self: IngestWorker, batch: list[Any]) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return original(self, batch)
+
+    monkeypatch.setattr(IngestWorker, "_validate", failing_once)
+    worker = RunningWorker(IngestWorker(settings_for(sqlite_url, tmp_path, broker), sessions))
+    publisher = _publisher(broker)
+    try:
+        publisher.publish(
+            "trapline/trap-01/detections", detection_payload("trap-01", 1), qos=1
+        ).wait_for_publish(5)
+        assert _wait(lambda: worker.worker.counters.dead_letters == 1, 20)
+        publisher.publish(
+            "trapline/trap-01/detections", detection_payload("trap-01", 2), qos=1
+        ).wait_for_publish(5)
+        assert _wait(lambda: worker.worker.counters.stored_frames == 1, 20)
+        with sessions() as session:
+            letters = session.scalars(select(DeadLetter)).all()
+            assert [letter.reason for letter in letters] == [
+                "ingest failed on this batch: RuntimeError: a bug"
+            ]
+        assert worker.worker.counters.unexpected_errors == 1
+        assert worker.thread.is_alive()
+    finally:
+        publisher.loop_stop()
+        worker.stop()
