@@ -114,11 +114,10 @@ class BufferedClient(mqtt.Client):
         return len(self._received) - self._received_at
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        # paho reads one packet per call; the rest of the buffer would wait for the next select,
-        # which only sees the socket
-        # one socket read per call, then every complete packet it brought: a packet cut at the
-        # end of the chunk waits for the next call, so that a socket that never runs dry (a
-        # storm) cannot keep the network thread from writing acknowledgements and keepalives
+        # one socket read per call, then every complete packet it brought (paho reads one packet
+        # per call, and the rest would wait for a select that only sees the socket); a packet cut
+        # at the end of the chunk waits for the next call, so that a socket that never runs dry
+        # (a storm) cannot keep the network thread from writing acknowledgements and keepalives
         self._reads_left = 1
         try:
             rc = super().loop_read(max_packets)
