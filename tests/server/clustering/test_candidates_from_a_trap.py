@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import SAMPLES
-from tests.server.conftest import RunningWorker, settings_for
+from tests.server.conftest import RunningWorker, settings_for, wait_until
 from tests.support.live_server import serving
 from trapline.cli.broker import MosquittoBroker
 from trapline.edge.agent import Agent
@@ -56,8 +56,11 @@ def test_candidates_go_up_last_and_are_clustered(
     monkeypatch.setenv("TRAPLINE_UPLOAD_TOKEN", TOKEN)
     config = AgentConfig.model_validate({
         "device_id": "trap-07",
+        # one day (bursts minutes apart): the day's sample is queued once, after the last frame's
+        # pictures, so "after every regular picture" is the order to expect (with a day change
+        # between frames, a later frame's crop may rightly go up after the earlier day's sample)
         "source": {"type": "replay", "files": [str(SAMPLES / p) for p in PHOTOS],
-                   "synthetic_start": "2026-11-22T00:00:00+00:00"},
+                   "synthetic_start": "2026-11-22T00:00:00+00:00", "synthetic_mean_gap_h": 0.01},
         "mqtt": {"host": "127.0.0.1", "port": broker.port},
         "spool": {"path": str(tmp_path / "trap" / "spool.sqlite")},
         "quarantine_dir": str(tmp_path / "trap" / "quarantine"),
@@ -77,9 +80,19 @@ def test_candidates_go_up_last_and_are_clustered(
     spool.close()
 
     sessions = app.state.sessions  # type: ignore[attr-defined]
-    with sessions() as session:
-        media = list(session.scalars(select(Media).order_by(Media.id)))
-        frames = {Path(f.image_file).name: f for f in session.scalars(select(DetectionFrame))}
+
+    def stored() -> tuple[list[Media], dict[str, DetectionFrame]]:
+        with sessions() as session:
+            media = list(session.scalars(select(Media).order_by(Media.id)))
+            frames = {Path(f.image_file).name: f for f in session.scalars(select(DetectionFrame))}
+        return media, frames
+
+    def every_frame_stored() -> bool:  # pictures come over HTTP, their frames through the broker
+        media, frames = stored()
+        return {m.detection_id for m in media if m.detection_id} <= {f.id for f in frames.values()}
+
+    wait_until(every_frame_stored, 20)
+    media, frames = stored()
     kinds = [m.kind for m in media]
     # the Peru frame reports nothing; the burrowing owls' frame has weak boxes too
     candidates = [m for m in media if m.kind == "candidate"]
