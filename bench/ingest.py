@@ -122,7 +122,14 @@ def _run(tmp: Path, url: str, workers: int, messages: int, rate: float | None = 
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "trapline.cli", "--log-level", "info", "server", "ingest"],
-                        env={**env, "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{i}"},
+                        # two workers share the flood through $share (all of it is detections,
+                        # so splitting by topic would not divide it; the broker is not restarted
+                        # here, so $share's caveat does not apply); alone, the direct subscription
+                        env={
+                            **env,
+                            "TRAPLINE_SERVER_MQTT_CLIENT_ID": f"bench-ingest-{i}",
+                            **({"TRAPLINE_SERVER_MQTT_SHARE_GROUP": "ingest"} if workers > 1 else {}),
+                        },
                         stdout=log_file,
                         stderr=log_file,
                     )
