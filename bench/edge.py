@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from bench.timing import median_ms
 from trapline.edge.config import PACKAGED_MODELS as PACKAGED
 from trapline.edge.config import PACKAGED_SAMPLES as SAMPLES
 
@@ -58,14 +59,8 @@ def _bare_worker(model: Path, frames: int) -> dict[str, Any]:
     backend = load_backend(source.path, threads=2, content=source.content)
     spec = backend.info.input
     tensor = np.zeros(spec.shape, spec.dtype)
-    for _ in range(WARM_UP):
-        backend.run(tensor)
-    timings = []
-    for _ in range(frames):
-        started = time.perf_counter()
-        backend.run(tensor)
-        timings.append((time.perf_counter() - started) * 1000)
-    return {"ms": statistics.median(timings), "backend": backend.key, "rss_mb": _peak_rss_mb()}
+    ms = median_ms(lambda: backend.run(tensor), frames, WARM_UP)
+    return {"ms": ms, "backend": backend.key, "rss_mb": _peak_rss_mb()}
 
 
 def _agent_worker(model: Path, frames: int, improved: bool) -> dict[str, Any]:

@@ -14,9 +14,7 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
+from bench.timing import median_ms
 
 # the development data beside the checkout (`make bench` runs from the repository's root)
 SHARED = Path(os.environ.get("TRAPLINE_SHARED", "../shared"))
@@ -40,14 +40,8 @@ def _torch_latency(weights: Path, imgsz: int, threads: int, runs: int) -> float:
     torch.set_num_threads(threads)
     model = YOLO(str(weights)).model.eval()
     x = torch.rand(1, 3, imgsz, imgsz)
-    timings = []
     with torch.inference_mode():
-        model(x)
-        for _ in range(runs):
-            started = time.perf_counter()
-            model(x)
-            timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+        return median_ms(lambda: model(x), runs)
 
 
 def _backend_latency(path: Path, threads: int, runs: int) -> float:
@@ -56,13 +50,7 @@ def _backend_latency(path: Path, threads: int, runs: int) -> float:
     backend = load_backend(path, threads=threads)
     spec = backend.info.input
     tensor = np.zeros(spec.shape, spec.dtype)
-    backend.run(tensor)
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        backend.run(tensor)
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+    return median_ms(lambda: backend.run(tensor), runs)
 
 
 def _quiet() -> None:

@@ -145,11 +145,10 @@ class IngestWorker:
         self.settings = settings
         self.sessions = sessions
         self.counters = IngestCounters()
-        # bounded: QoS 1 messages by the broker's flow control (Receive Maximum), QoS 0
+        # the network thread hands messages over a socket read at a time (a list per read: one
+        # queue operation, not one per message). Bounded: QoS 1 messages by the broker's flow
+        # control and, since Mosquitto does not always keep to it, by `_queue_limit`; QoS 0
         # heartbeats by dropping when full
-        # (SimpleQueue: its C implementation hands a message over in a fraction of Queue's time)
-        # the network thread hands messages over a socket read at a time (a list per read): one
-        # queue operation, not one per message
         self._incoming: queue.SimpleQueue[list[_Incoming]] = queue.SimpleQueue()
         self._arriving: list[_Incoming] = []  # the network thread's, until handed over
         self._handed = 0  # messages put on the queue (written by the network thread only)

@@ -91,7 +91,7 @@ def test_candidates_go_up_last_and_are_clustered(
         media, frames = stored()
         return {m.detection_id for m in media if m.detection_id} <= {f.id for f in frames.values()}
 
-    wait_until(every_frame_stored, 20)
+    assert wait_until(every_frame_stored, 20), "a picture names a frame ingest never stored"
     media, frames = stored()
     kinds = [m.kind for m in media]
     # the Peru frame reports nothing; the burrowing owls' frame has weak boxes too
