@@ -8,7 +8,10 @@ For each model, in separate processes (so peak RSS is each one's own), on the sa
   with its SQLite fsync, pictures) and report wall-clock ms per frame over the whole run;
 - ultralytics: `YOLO(model).predict(path)` on the same files, the baseline to beat.
 Targets (ratios measured in this run, never fixed ms): agent after <= 1.15x bare inference, and at
-least 1.5x faster than Ultralytics. Run: `python -m bench.edge [--frames N]`.
+least 1.5x faster than Ultralytics. The kinds run in turn, `--rounds` times, and each cell is
+the median of its rounds: on a shared machine the speed drifts by a fifth between minutes, and
+kinds measured minutes apart gave ratios that drift with it. Run:
+`python -m bench.edge [--frames N] [--rounds R]`.
 """
 
 from __future__ import annotations
@@ -126,13 +129,31 @@ def _run_worker(kind: str, model: Path, frames: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def run_table(frames: int, models: list[tuple[str, Path]] | None = None) -> Table:
+KINDS = ("bare", "agent-before", "agent-after", "ultralytics")
+
+
+def _median_of_rounds(model: Path, frames: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Each kind's result with every number the median over rounds that interleave the kinds."""
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for _ in range(rounds):
+        for kind in KINDS:
+            runs[kind].append(_run_worker(kind, model, frames))
+    medians: dict[str, dict[str, Any]] = {}
+    for kind, results in runs.items():
+        numbers = [key for key in results[0] if key != "backend"]
+        medians[kind] = {key: statistics.median(float(r[key]) for r in results) for key in numbers}
+        medians[kind]["backend"] = results[0].get("backend", "")
+    return medians
+
+
+def run_table(frames: int, models: list[tuple[str, Path]] | None = None, rounds: int = 3) -> Table:
     models = models or [
         ("trapline-nano (shipped bundle)", PACKAGED / "trapline-nano"),
         ("COCO YOLOv8n TFLite INT8 (stand-in)", PACKAGED / "yolov8n-coco-int8.tflite"),
     ]
     table = Table(
-        title=f"Edge pipeline, {frames} frames of the sample photos (2 inference threads): ms per frame,"
+        title=f"Edge pipeline, {frames} frames of the sample photos (2 inference threads), median of {rounds}"
+        " interleaved rounds: ms per frame,"
         f" targets agent <= {TARGET_OVERHEAD}x bare, >= {TARGET_VS_ULTRALYTICS}x faster than Ultralytics"
     )
     columns = (
@@ -142,10 +163,8 @@ def run_table(frames: int, models: list[tuple[str, Path]] | None = None) -> Tabl
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "backend", "targets") else "right")
     for name, model in track(models, description="benchmarking models"):
-        bare = _run_worker("bare", model, frames)
-        before = _run_worker("agent-before", model, frames)
-        after = _run_worker("agent-after", model, frames)
-        ultra = _run_worker("ultralytics", model, frames)
+        results = _median_of_rounds(model, frames, rounds)
+        bare, before, after, ultra = (results[kind] for kind in KINDS)
         overhead, speedup = after["ms"] / bare["ms"], ultra["ms"] / after["ms"]
         met = overhead <= TARGET_OVERHEAD and speedup >= TARGET_VS_ULTRALYTICS
         table.add_row(
@@ -166,7 +185,8 @@ def run_table(frames: int, models: list[tuple[str, Path]] | None = None) -> Tabl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=45)
-    parser.add_argument("--worker", choices=["bare", "agent-before", "agent-after", "ultralytics"])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; cells are their medians")
+    parser.add_argument("--worker", choices=KINDS)
     parser.add_argument("--model", type=Path, action="append", help="a bundle or model file (repeat)")
     args = parser.parse_args(argv)
     if args.worker:
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(result) + "\n")
         return 0
     models = [(m.name, m) for m in args.model] if args.model else None
-    Console(width=220).print(run_table(args.frames, models))
+    Console(width=220).print(run_table(args.frames, models, args.rounds))
     return 0
 
 

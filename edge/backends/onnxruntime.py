@@ -30,6 +30,10 @@ class OnnxRuntimeBackend(InferenceBackend):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # idle intra-op threads sleep instead of spinning: on a trap's few cores the frame decoder
+        # (edge.prefetch), MQTT and uploads need the CPU between runs (the agent's time per frame:
+        # 32 -> 24 ms on 2 cores, README "Benchmarks"); the server's extractor does the same
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(self.content, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for every flavour of bad file

@@ -95,3 +95,14 @@ def test_one_tflite_backend_runs_any_interpreter_module(tmp_path: Path) -> None:
     if not installed:
         with pytest.raises(ModelLoadError, match="install one of tflite-runtime"):
             load_backend(COCO_STAND_IN, backend="tflite-runtime")
+
+
+def test_onnxruntime_threads_sleep_between_runs() -> None:
+    """Spinning inference threads took the cores the frame decoder needs (edge.prefetch)."""
+    from trapline.edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    backend = load_backend(PACKAGED_MODELS / "yolov8n-coco-int8-dynamic.onnx", threads=2)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    options = backend._session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
