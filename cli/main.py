@@ -63,7 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     _setup_logging(args.log_level)
-    return int(args.handler(args))
+    from trapline.edge.backends.base import ModelLoadError
+
+    try:
+        return int(args.handler(args))
+    except ModelLoadError as exc:  # a wrong model file, or a bundle that does not verify: say why
+        log.error("%s", exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -66,9 +66,14 @@ def _xyxy(md: tuple[float, float, float, float]) -> tuple[float, float, float, f
 
 
 def load_model(
-    model: Path, kind: ModelKind = "auto", imgsz: int | None = None, threads: int = 2
+    model: Path,
+    kind: ModelKind = "auto",
+    imgsz: int | None = None,
+    threads: int = 2,
+    keyring: Path | None = None,
 ) -> LoadedModel:
-    """A predictor (BGR photo -> boxes at a low confidence floor) for any model file."""
+    """A predictor (BGR photo -> boxes at a low confidence floor) for any model file, or a signed
+    bundle verified with `keyring` (default: the keys packaged with the agent)."""
     if kind == "yolox" or (kind == "auto" and "yolox" in model.name.lower()):
         from trapline.training.yolox import YoloxDetector
 
@@ -79,14 +84,26 @@ def load_model(
             ["animal"],
             {},
         )
+    from trapline.bundle import BundleError
+    from trapline.edge.backends.base import ModelLoadError
+    from trapline.edge.config import PACKAGED_KEYRING
     from trapline.edge.detector import Detector
+    from trapline.model_source import ModelSource, is_bundle, resolve_model
 
     loaded = None
+    source: Path | ModelSource = model
     if model.suffix == ".pt":
         from trapline.training.torch_backend import TorchBackend
 
         loaded = TorchBackend(model, threads, imgsz or _checkpoint_imgsz(model))
-    detector = Detector(model, threads=threads, conf_threshold=LOW_CONF, loaded=loaded)
+    elif model.is_dir() or is_bundle(model.parent):
+        # a signed bundle (the packaged one, a release): verified as a trap would, so its
+        # manifest's classes and thresholds are the ones used
+        try:
+            source = resolve_model(model, keyring or PACKAGED_KEYRING)
+        except BundleError as exc:
+            raise ModelLoadError(f"refusing model bundle: {exc}") from exc
+    detector = Detector(source, threads=threads, conf_threshold=LOW_CONF, loaded=loaded)
     own = detector.info.thresholds  # the model's own (manifest), not the low floor used here
     own_by_category: dict[str, float] = {}
     for name, category in zip(detector.info.class_names, detector.info.categories, strict=True):

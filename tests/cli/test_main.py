@@ -63,3 +63,17 @@ def test_each_command_registers_its_subcommands() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "usage: trapline" in result.stdout
+
+
+def test_a_wrong_model_file_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"not a model")
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({"path": str(tmp_path), "names": ["animal"]}))
+    result = subprocess.run(
+        [sys.executable, "-m", "trapline.cli.main", "train", "bursts", "--model", str(model),
+         "--dataset", str(tmp_path / "data.yaml")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown model format '.bin'" in result.stderr
+    assert "Traceback" not in result.stderr
