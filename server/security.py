@@ -21,7 +21,11 @@ _PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """32 random bytes, URL-safe; never starting with "-", which a command line would read as an
+    option (`trapline provision --token -x...` failed: one token in 64 was such)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def hash_token(token: str) -> str:

@@ -122,6 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 args.target_precision,
                 imgsz=args.imgsz,
                 role=roles[i] if i < len(roles) else f"model {i + 1}",
+                keyring=args.keyring,
             )  # fmt: skip
         )
     sections = [path.read_text() for path in args.append or []]
@@ -154,7 +155,7 @@ def _bursts(args: argparse.Namespace) -> int:
     from trapline.training.evaluate import Dataset, choose_model_thresholds, load_model
 
     dataset = Dataset.load(args.dataset)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, keyring=args.keyring)
     mode: Literal["val", "own"] | float = (
         "own" if args.thresholds == "own" else "val" if args.thresholds == "val" else float(args.thresholds)
     )
@@ -240,6 +241,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--target-precision", type=float, default=0.9, help="box precision thresholds aim at")
     ev.add_argument("--append", type=Path, nargs="*", help="Markdown sections to add (export checks, bursts)")
     ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--keyring", type=Path, help="keys a bundle --model is verified with (default: packaged)")
     ev.set_defaults(handler=_evaluate)
 
     bursts = train.add_parser("bursts", help="sequence smoothing measured on the dataset's real bursts")
@@ -253,4 +255,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     bursts.add_argument("--out", type=Path, help="JSON with the table")
     bursts.add_argument("--markdown", type=Path, help="the table as a Markdown section")
+    bursts.add_argument(
+        "--keyring", type=Path, help="keys a bundle --model is verified with (default: packaged)"
+    )
     bursts.set_defaults(handler=_bursts)

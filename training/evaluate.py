@@ -84,11 +84,10 @@ def load_model(
             ["animal"],
             {},
         )
-    from trapline.bundle import BundleError
-    from trapline.edge.backends.base import ModelLoadError
+    from trapline.edge.agent import resolve_model
     from trapline.edge.config import PACKAGED_KEYRING
     from trapline.edge.detector import Detector
-    from trapline.model_source import ModelSource, is_bundle, resolve_model
+    from trapline.model_source import ModelSource, is_bundle
 
     loaded = None
     source: Path | ModelSource = model
@@ -99,10 +98,7 @@ def load_model(
     elif model.is_dir() or is_bundle(model.parent):
         # a signed bundle (the packaged one, a release): verified as a trap would, so its
         # manifest's classes and thresholds are the ones used
-        try:
-            source = resolve_model(model, keyring or PACKAGED_KEYRING)
-        except BundleError as exc:
-            raise ModelLoadError(f"refusing model bundle: {exc}") from exc
+        source = resolve_model(model, keyring or PACKAGED_KEYRING)
     detector = Detector(source, threads=threads, conf_threshold=LOW_CONF, loaded=loaded)
     own = detector.info.thresholds  # the model's own (manifest), not the low floor used here
     own_by_category: dict[str, float] = {}
@@ -308,11 +304,12 @@ def evaluate(
     kind: ModelKind = "auto",
     imgsz: int | None = None,
     role: str = "model",
+    keyring: Path | None = None,
 ) -> ModelReport:
     """Score `model` on `split`. Thresholds: chosen on val (`"val"`), the model's own (manifest),
     the one `prepare` chose for this model as a teacher (`"teacher"`), or one fixed value."""
     dataset = Dataset.load(dataset_path)
-    loaded = load_model(model, kind, imgsz)
+    loaded = load_model(model, kind, imgsz, keyring=keyring)
     classes = [c for c in dataset.classes if c in loaded.classes]
     chosen, how, val = choose_model_thresholds(loaded, dataset, model, thresholds, target_precision)
     results = val if split == "val" and val is not None else predict_split(loaded, dataset, split)

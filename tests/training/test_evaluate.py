@@ -7,7 +7,7 @@ import cv2
 import pytest
 
 from trapline.edge.backends.base import ModelLoadError
-from trapline.edge.config import PACKAGED_MODEL, PACKAGED_SAMPLES
+from trapline.edge.config import PACKAGED_KEYRING, PACKAGED_MODEL, PACKAGED_SAMPLES
 from trapline.training.evaluate import load_model
 
 
@@ -30,3 +30,15 @@ def test_a_tampered_bundle_is_refused_with_the_reason(tmp_path: Path) -> None:
     model.write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match="refusing model bundle"):
         load_model(bundle)
+
+
+def test_a_bundle_is_verified_with_the_keyring_given(tmp_path: Path) -> None:
+    from trapline.keyring import generate_keys
+
+    other = tmp_path / "other-keyring"
+    other.mkdir()
+    key_id = generate_keys(tmp_path / "other.key", other / "placeholder.pub")
+    (other / "placeholder.pub").rename(other / f"{key_id}.pub")
+    with pytest.raises(ModelLoadError, match="refusing model bundle"):
+        load_model(PACKAGED_MODEL, keyring=other)  # the release key is not in that keyring
+    assert load_model(PACKAGED_MODEL, keyring=PACKAGED_KEYRING).name == "trapline-nano"
