@@ -9,7 +9,7 @@ For each model, in separate processes (so peak RSS is each one's own), on the sa
 - ultralytics: `YOLO(model).predict(path)` on the same files, the baseline to beat.
 Targets (ratios measured in this run, never fixed ms): agent after <= 1.15x bare inference, and at
 least 1.5x faster than Ultralytics. The kinds run in turn, `--rounds` times, and each cell is
-the median of its rounds: on a shared machine the speed drifts by a fifth between minutes, and
+the median of its rounds: on a shared machine the speed drifts by up to half between minutes, and
 kinds measured minutes apart gave ratios that drift with it. Run:
 `python -m bench.edge [--frames N] [--rounds R]`.
 """
